@@ -1,0 +1,36 @@
+# Two entry points for a fresh machine with Python 3.11+ (see README.md):
+#   make demo   install into .venv and run the demo on the embedded defaults
+#   make test   install into .venv (with dev tools) and run linters, type checks and every test
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+# Every distribution of this repository, installed editable side by side.
+DISTRIBUTIONS := -e core
+STAMP := $(VENV)/.installed
+
+.PHONY: demo test lint install bench clean
+
+$(STAMP): pyproject.toml core/pyproject.toml $(wildcard mappers/*/pyproject.toml plugins/*/pyproject.toml cloud/pyproject.toml)
+	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q -U pip
+	$(BIN)/python -m pip install -q $(DISTRIBUTIONS) -e '.[dev]'
+	touch $@
+
+install: $(STAMP)
+
+demo: install
+	$(BIN)/kubeedge validate -f examples/
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy core/src
+	$(BIN)/lint-imports
+
+test: lint
+	hack/system-deps.sh --check
+	$(BIN)/python -m pytest
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -1,0 +1,44 @@
+"""kubeedge: a plugin-based device-mapper framework for the edge, in the mould of KubeEdge.
+
+This module is the public surface plugins use; everything not exported here is private.
+"""
+
+from importlib.metadata import PackageNotFoundError, version
+
+from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
+from kubeedge.driver import (
+    AnyConfig,
+    DeviceError,
+    DeviceUnreachable,
+    Driver,
+    Emit,
+    NoSettings,
+    Property,
+)
+from kubeedge.errors import ConfigError, KubeEdgeError, ManifestError, PluginError, WireError
+from kubeedge.plugins import hookimpl
+
+try:
+    __version__ = version("kubeedge-core")
+except PackageNotFoundError:  # running from a source tree that was not installed
+    __version__ = "0+unknown"
+
+__all__ = [
+    "AnyConfig",
+    "ConfigError",
+    "Device",
+    "DeviceError",
+    "DeviceModel",
+    "DeviceUnreachable",
+    "Driver",
+    "Emit",
+    "KubeEdgeError",
+    "ManifestError",
+    "NoSettings",
+    "PluginError",
+    "Property",
+    "WireError",
+    "__version__",
+    "apply_model_defaults",
+    "hookimpl",
+]

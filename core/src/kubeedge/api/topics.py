@@ -1,0 +1,80 @@
+"""Topic names of the edge MQTT bus, as KubeEdge (v1.17+) spells them.
+
+Device topics are ``$hw/events/device/{namespace}/{name}/{action}``; node topics are
+``$hw/events/node/{node}/membership/{action}``. Parsing splits on ``/`` by position, so a
+namespace called ``device`` or ``events`` is read correctly (KubeEdge's ``strings.Index`` is not).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kubeedge.errors import WireError
+
+DEVICE_PREFIX = "$hw/events/device/"
+NODE_PREFIX = "$hw/events/node/"
+
+# actions a mapper (or any client) publishes to the edge core
+TWIN_UPDATE = "twin/update"
+TWIN_GET = "twin/get"
+TWIN_CLOUD_UPDATED = "twin/cloud_updated"
+STATE_UPDATE = "state/update"
+# actions the edge core publishes
+TWIN_UPDATE_RESULT = "twin/update/result"
+TWIN_UPDATE_DELTA = "twin/update/delta"
+TWIN_UPDATE_DOCUMENT = "twin/update/document"
+TWIN_GET_RESULT = "twin/get/result"
+STATE_UPDATE_RESULT = "state/update/result"
+DEVICE_UPDATED = "updated"
+
+MEMBERSHIP_GET = "membership/get"
+MEMBERSHIP_GET_RESULT = "membership/get/result"
+MEMBERSHIP_UPDATED = "membership/updated"
+
+INBOUND_DEVICE_ACTIONS = frozenset({TWIN_UPDATE, TWIN_GET, TWIN_CLOUD_UPDATED, STATE_UPDATE})
+# The subscriptions the edge core's twin module makes (KubeEdge's SubTopics, device part).
+EDGE_SUBSCRIPTIONS = (
+    f"{DEVICE_PREFIX}+/+/twin/+",
+    f"{DEVICE_PREFIX}+/+/{STATE_UPDATE}",
+    f"{NODE_PREFIX}+/{MEMBERSHIP_GET}",
+)
+
+
+def device_topic(namespace: str, name: str, action: str) -> str:
+    return f"{DEVICE_PREFIX}{namespace}/{name}/{action}"
+
+
+def node_topic(node: str, action: str) -> str:
+    return f"{NODE_PREFIX}{node}/{action}"
+
+
+@dataclass(frozen=True)
+class DeviceTopic:
+    namespace: str
+    name: str
+    action: str
+
+    @property
+    def device_key(self) -> str:
+        return f"{self.namespace}/{self.name}"
+
+
+@dataclass(frozen=True)
+class NodeTopic:
+    node: str
+    action: str
+
+
+def parse_topic(topic: str) -> DeviceTopic | NodeTopic:
+    """Split a bus topic into its parts; :class:`WireError` (400) names what is wrong with it."""
+    if topic.startswith(DEVICE_PREFIX):
+        parts = topic[len(DEVICE_PREFIX) :].split("/")
+        if len(parts) < 3 or not parts[0] or not parts[1]:
+            raise WireError(f"topic {topic!r} is not {DEVICE_PREFIX}{{namespace}}/{{name}}/{{action}}")
+        return DeviceTopic(parts[0], parts[1], "/".join(parts[2:]))
+    if topic.startswith(NODE_PREFIX):
+        parts = topic[len(NODE_PREFIX) :].split("/")
+        if len(parts) < 2 or not parts[0]:
+            raise WireError(f"topic {topic!r} is not {NODE_PREFIX}{{node}}/{{action}}")
+        return NodeTopic(parts[0], "/".join(parts[1:]))
+    raise WireError(f"topic {topic!r} is not a device or node topic")

@@ -1,0 +1,352 @@
+"""Offline validation of Device and DeviceModel manifests.
+
+Three layers, each reported with file, document, line, object and field path:
+
+1. the schema (the pydantic models that the CRD schema is generated from);
+2. the rules KubeEdge and Kubernetes enforce on one object (DNS-1123 names, unique property
+   names, cycles >= 0, enum values) plus a few that save a trip to the device (numeric ranges);
+3. rules across objects: a Device's model exists, its properties exist in the model, its visitors
+   speak the device's protocol, its desired values fit the model's types and ranges.
+
+The edge's standalone mode loads manifest folders through the same function, so a manifest that
+``kubeedge validate`` accepts is exactly one the edge accepts.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeedge.api.device import (
+    API_VERSION,
+    DNS1123_LABEL,
+    DNS1123_SUBDOMAIN,
+    GROUP,
+    KINDS,
+    Device,
+    DeviceModel,
+    apply_model_defaults,
+)
+from kubeedge.api.manifests import (
+    Document,
+    PathPart,
+    Problem,
+    format_path,
+    read_documents,
+)
+from kubeedge.api.values import NUMERIC_TWIN_TYPES, check_range, parse_value, twin_type
+
+ManifestObject = Device | DeviceModel
+
+
+@dataclass
+class Checked:
+    """One object found in the manifests, with what is wrong with it (nothing, if valid)."""
+
+    document: Document
+    prefix: tuple[PathPart, ...]
+    """Where the object sits in its document: ``()``, or ``("items", 3)`` inside a List."""
+    kind: str
+    label: str
+    """``Device default/meter-1``, the name problems are reported under."""
+    obj: ManifestObject | None = None
+    problems: list[Problem] = field(default_factory=list)
+
+    @property
+    def valid(self) -> bool:
+        return self.obj is not None and not self.problems
+
+    def problem(self, path: Iterable[PathPart], message: str) -> None:
+        full = (*self.prefix, *path)
+        self.problems.append(
+            Problem(
+                self.document.source,
+                message,
+                document=self.document.index,
+                line=self.document.line_of(full),
+                obj=self.label,
+                path=format_path(full) if full else None,
+            )
+        )
+
+
+@dataclass
+class Report:
+    """The outcome of validating a set of manifests."""
+
+    objects: list[Checked] = field(default_factory=list)
+    problems: list[Problem] = field(default_factory=list)
+    """Problems that belong to no single object (unreadable file, YAML syntax)."""
+    ignored: list[Checked] = field(default_factory=list)
+    """Documents of other kinds, which ``validate`` skips."""
+
+    @property
+    def all_problems(self) -> list[Problem]:
+        return [*self.problems, *(p for c in self.objects for p in c.problems)]
+
+    @property
+    def ok(self) -> bool:
+        return not self.all_problems
+
+    def valid(self, kind: type[ManifestObject]) -> list[Any]:
+        return [c.obj for c in self.objects if c.valid and isinstance(c.obj, kind)]
+
+
+def validate_paths(paths: Iterable[Path]) -> Report:
+    """Read and validate every manifest under the given files and folders."""
+    documents, problems = read_documents(paths)
+    report = validate_documents(documents)
+    report.problems[:0] = problems
+    return report
+
+
+def validate_documents(documents: Iterable[Document]) -> Report:
+    report = Report()
+    for document in documents:
+        for checked in _split(document, report):
+            _check_schema(checked)
+            if checked.obj is not None:
+                _check_object(checked)
+            report.objects.append(checked)
+    _check_duplicates(report.objects)
+    _check_references(report.objects)
+    return report
+
+
+# --------------------------------------------------------------------------- layer 1: schema
+
+
+def _split(document: Document, report: Report) -> list[Checked]:
+    data = document.data
+    if isinstance(data, dict) and data.get("kind") == "List" and isinstance(data.get("items"), list):
+        items: list[tuple[tuple[PathPart, ...], Any]] = [
+            (("items", i), item) for i, item in enumerate(data["items"])
+        ]
+    else:
+        items = [((), data)]
+    found = []
+    for prefix, item in items:
+        if not isinstance(item, dict):
+            checked = Checked(document, prefix, "?", "")
+            checked.problem((), f"expected a mapping with apiVersion and kind, got {type(item).__name__}")
+            found.append(checked)
+            continue
+        kind = str(item.get("kind", ""))
+        api_version = str(item.get("apiVersion", ""))
+        meta = item["metadata"] if isinstance(item.get("metadata"), dict) else {}
+        label = f"{kind or '<no kind>'} {meta.get('namespace') or 'default'}/{meta.get('name', '<no name>')}"
+        checked = Checked(document, prefix, kind, label)
+        if kind in KINDS and api_version.startswith(f"{GROUP}/"):
+            if api_version != API_VERSION:
+                checked.problem(
+                    ("apiVersion",),
+                    f"{api_version} is not supported; only {API_VERSION} is (convert the manifest)",
+                )
+            found.append(checked)
+        elif kind in KINDS or api_version.startswith(f"{GROUP}/"):
+            checked.problem(
+                ("apiVersion",) if kind in KINDS else ("kind",),
+                f"expected apiVersion {API_VERSION} with kind Device or DeviceModel, "
+                f"got apiVersion {api_version or '<none>'} and kind {kind or '<none>'}",
+            )
+            found.append(checked)
+        else:
+            report.ignored.append(checked)
+    return found
+
+
+def _check_schema(checked: Checked) -> None:
+    if checked.problems:
+        return
+    cls = KINDS[checked.kind]
+    data = checked.document.data
+    for part in checked.prefix:
+        data = data[part]
+    try:
+        checked.obj = cls.model_validate(data)
+    except ValidationError as exc:
+        for error in exc.errors():
+            checked.problem(error["loc"], _message(error))
+
+
+def _message(error: Any) -> str:
+    kind = error["type"]
+    if kind == "extra_forbidden":
+        return f"unknown field (not in the {API_VERSION} schema)"
+    if kind == "missing":
+        return "required field is missing"
+    got = error.get("input")
+    if kind.endswith("_type") or kind in ("literal_error", "string_pattern_mismatch"):
+        return f"{error['msg']} (got {got!r})"
+    return str(error["msg"])
+
+
+# --------------------------------------------------------------------------- layer 2: one object
+
+
+def _check_object(checked: Checked) -> None:
+    obj = checked.obj
+    assert obj is not None
+    meta = obj.metadata
+    if not DNS1123_SUBDOMAIN.match(meta.name):
+        checked.problem(("metadata", "name"), f"{meta.name!r} is not a DNS-1123 subdomain {_DNS_HINT}")
+    if meta.namespace is not None and not DNS1123_LABEL.match(meta.namespace):
+        checked.problem(("metadata", "namespace"), f"{meta.namespace!r} is not a DNS-1123 label {_DNS_HINT}")
+    if isinstance(obj, Device):
+        _check_device(checked, obj)
+    else:
+        _check_model(checked, obj)
+
+
+_DNS_HINT = "(lower-case letters, digits and '-', starting and ending with a letter or digit)"
+
+
+def _check_unique(checked: Checked, items: list[Any], where: tuple[PathPart, ...], what: str) -> None:
+    first: dict[str, int] = {}
+    for i, item in enumerate(items):
+        if item.name in first:
+            checked.problem(
+                (*where, i, "name"),
+                f"duplicate {what} name {item.name!r} (first at {format_path((*where, first[item.name]))})",
+            )
+        else:
+            first[item.name] = i
+
+
+def _check_device(checked: Checked, device: Device) -> None:
+    spec = device.spec
+    if spec.device_model_ref is None:
+        checked.problem(("spec", "deviceModelRef"), "required: the DeviceModel this device uses")
+    elif not DNS1123_SUBDOMAIN.match(spec.device_model_ref.name):
+        checked.problem(
+            ("spec", "deviceModelRef", "name"),
+            f"{spec.device_model_ref.name!r} is not a DNS-1123 subdomain {_DNS_HINT}",
+        )
+    if spec.node_name is not None and spec.node_name and not DNS1123_SUBDOMAIN.match(spec.node_name):
+        checked.problem(("spec", "nodeName"), f"{spec.node_name!r} is not a DNS-1123 subdomain {_DNS_HINT}")
+    if not device.protocol_name:
+        checked.problem(
+            ("spec", "protocol", "protocolName"),
+            "required: the protocol whose mapper serves this device (modbus, bacnet, ...)",
+        )
+    properties = spec.properties or []
+    _check_unique(checked, properties, ("spec", "properties"), "property")
+    _check_unique(checked, spec.methods or [], ("spec", "methods"), "method")
+    names = {p.name for p in properties}
+    for i, method in enumerate(spec.methods or []):
+        for j, prop in enumerate(method.property_names or []):
+            if prop not in names:
+                checked.problem(
+                    ("spec", "methods", i, "propertyNames", j),
+                    f"{prop!r} is not a property of this device",
+                )
+
+
+def _check_model(checked: Checked, model: DeviceModel) -> None:
+    properties = model.spec.properties or []
+    _check_unique(checked, properties, ("spec", "properties"), "property")
+    for i, prop in enumerate(properties):
+        numeric = twin_type(prop.type) in NUMERIC_TWIN_TYPES
+        bounds: dict[str, float] = {}
+        for key in ("minimum", "maximum"):
+            text = getattr(prop, key)
+            if text in (None, ""):
+                continue
+            if not numeric:
+                checked.problem(
+                    ("spec", "properties", i, key),
+                    f"{key} applies only to INT, FLOAT and DOUBLE properties, not {prop.type or 'STRING'}",
+                )
+                continue
+            try:
+                bounds[key] = float(parse_value(twin_type(prop.type), text))
+            except ValueError as exc:
+                checked.problem(("spec", "properties", i, key), f"{exc} ({prop.type})")
+        if len(bounds) == 2 and bounds["minimum"] > bounds["maximum"]:
+            checked.problem(
+                ("spec", "properties", i, "maximum"),
+                f"maximum {prop.maximum} is below minimum {prop.minimum}",
+            )
+
+
+# --------------------------------------------------------------------------- layer 3: across objects
+
+
+def _check_duplicates(objects: list[Checked]) -> None:
+    seen: dict[tuple[str, str], Checked] = {}
+    for checked in objects:
+        if checked.obj is None:
+            continue
+        key = (checked.kind, checked.obj.key)
+        first = seen.setdefault(key, checked)
+        if first is not checked:
+            checked.problem(
+                ("metadata", "name"),
+                f"{checked.kind} {checked.obj.key} is defined twice "
+                f"(first in {first.document.source}, document {first.document.index})",
+            )
+
+
+def _check_references(objects: list[Checked]) -> None:
+    models = {c.obj.key: c.obj for c in objects if isinstance(c.obj, DeviceModel)}
+    for checked in objects:
+        device = checked.obj
+        if not isinstance(device, Device) or device.model_name is None:
+            continue
+        model = models.get(f"{device.namespace}/{device.model_name}")
+        if model is None:
+            known = sorted(m.name for m in models.values() if m.namespace == device.namespace)
+            checked.problem(
+                ("spec", "deviceModelRef", "name"),
+                f"DeviceModel {device.namespace}/{device.model_name} is not among the manifests given"
+                + (f" (found: {', '.join(known)})" if known else ""),
+            )
+            continue
+        check_device_against_model(device, model, checked.problem)
+
+
+def check_device_against_model(device: Device, model: DeviceModel, problem: Any) -> None:
+    """Report (through ``problem(path, message)``) where a device does not fit its model."""
+    protocol = device.protocol_name
+    if model.spec.protocol and protocol and model.spec.protocol != protocol:
+        problem(
+            ("spec", "protocol", "protocolName"),
+            f"{protocol!r} differs from the protocol {model.spec.protocol!r} of DeviceModel {model.key}",
+        )
+    merged = apply_model_defaults(device, model)
+    for i, prop in enumerate(merged.spec.properties or []):
+        model_prop = model.property(prop.name)
+        if model_prop is None:
+            known = ", ".join(p.name for p in model.spec.properties or []) or "none"
+            problem(
+                ("spec", "properties", i, "name"),
+                f"{prop.name!r} is not a property of DeviceModel {model.key} (it has: {known})",
+            )
+            continue
+        visitor_protocol = prop.visitors.protocol_name if prop.visitors else None
+        if visitor_protocol and protocol and visitor_protocol != protocol:
+            problem(
+                ("spec", "properties", i, "visitors", "protocolName"),
+                f"{visitor_protocol!r} differs from the device's protocol {protocol!r}",
+            )
+        if prop.desired is None or prop.desired.value == "":
+            continue
+        if model_prop.access_mode == "ReadOnly":
+            problem(
+                ("spec", "properties", i, "desired", "value"),
+                f"property {prop.name!r} is ReadOnly in DeviceModel {model.key}; "
+                "a desired value cannot be written",
+            )
+            continue
+        try:
+            value = parse_value(twin_type(model_prop.type), prop.desired.value)
+            check_range(value, model_prop.minimum, model_prop.maximum)
+        except ValueError as exc:
+            problem(
+                ("spec", "properties", i, "desired", "value"),
+                f"{exc} (property type {model_prop.type or 'STRING'} in DeviceModel {model.key})",
+            )

@@ -1,0 +1,243 @@
+"""The `pip install kubeedge-mapper-xyz` path, for real: throwaway distributions built and installed
+into a temporary virtual environment, found through entry points, enabled by configuration."""
+
+import os
+import subprocess
+import sys
+import sysconfig
+import textwrap
+from pathlib import Path
+
+import pytest
+
+GOOD_DRIVER = """
+import os
+from kubeedge import Driver, hookimpl
+
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write(__name__ + "\\n")
+
+
+class {cls}(Driver):
+    protocol = "{protocol}"
+
+    async def connect(self):
+        pass
+
+    async def read(self, prop):
+        return 1
+
+
+@hookimpl
+def kubeedge_register_drivers():
+    return [{cls}]
+"""
+
+DISTRIBUTIONS = {
+    # distribution: (import package, entry point group, entry point name, module source)
+    "kubeedge-mapper-acme": (
+        "kubeedge_mapper_acme",
+        "kubeedge.mappers",
+        "acme",
+        GOOD_DRIVER.format(cls="Acme", protocol="acme"),
+    ),
+    "kubeedge-mapper-broken": (
+        "kubeedge_mapper_broken",
+        "kubeedge.mappers",
+        "broken",
+        "import pymodbus_that_is_not_installed\n",
+    ),
+    "kubeedge-mapper-dup-a": (
+        "kubeedge_mapper_dup_a",
+        "kubeedge.mappers",
+        "dup",
+        GOOD_DRIVER.format(cls="DupA", protocol="dup"),
+    ),
+    "kubeedge-mapper-dup-b": (
+        "kubeedge_mapper_dup_b",
+        "kubeedge.mappers",
+        "dup",
+        GOOD_DRIVER.format(cls="DupB", protocol="dup"),
+    ),
+    "kubeedge-mapper-nohooks": (
+        "kubeedge_mapper_nohooks",
+        "kubeedge.mappers",
+        "nohooks",
+        "import pluggy\nhookimpl = pluggy.HookimplMarker('kubeedge-mapper')\n\n@hookimpl\ndef kubeedge_register_drivers():\n    return []\n",
+    ),
+    "kubeedge-mapper-liar": (
+        "kubeedge_mapper_liar",
+        "kubeedge.mappers",
+        "liar",
+        GOOD_DRIVER.format(cls="Liar", protocol="truth"),
+    ),
+    "kubeedge-hello": (
+        "kubeedge_hello",
+        "kubeedge.cli",
+        "hello",
+        "import click\nfrom kubeedge import hookimpl\n\n@click.command()\ndef hello():\n    '''Say hello.'''\n    click.echo('hello from a plugin')\n\n"
+        "@hookimpl\ndef kubeedge_register_commands(cli):\n    cli.add_command(hello)\n",
+    ),
+    "kubeedge-badcli": (
+        "kubeedge_badcli",
+        "kubeedge.cli",
+        "badcli",
+        "raise RuntimeError('boom at import')\n",
+    ),
+}
+
+
+def write_distribution(root: Path, dist: str, package: str, group: str, name: str, source: str) -> Path:
+    folder = root / dist
+    (folder / "src" / package).mkdir(parents=True)
+    (folder / "src" / package / "__init__.py").write_text("")
+    (folder / "src" / package / "plugin.py").write_text(source)
+    (folder / "pyproject.toml").write_text(
+        textwrap.dedent(f'''
+        [build-system]
+        requires = ["hatchling"]
+        build-backend = "hatchling.build"
+
+        [project]
+        name = "{dist}"
+        version = "0.3.0"
+        dependencies = ["kubeedge-core"]
+
+        [project.entry-points."{group}"]
+        {name} = "{package}.plugin"
+
+        [tool.hatch.build.targets.wheel]
+        packages = ["src/{package}"]
+    ''')
+    )
+    return folder
+
+
+@pytest.fixture(scope="module")
+def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A fresh venv that sees this environment's packages (kubeedge-core, pip, hatchling) and
+    gets the throwaway distributions installed into its own site-packages by a real pip build."""
+    root = tmp_path_factory.mktemp("plugins")
+    env_dir = root / "venv"
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
+    python = env_dir / "bin" / "python"
+    site_dir = subprocess.run(
+        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout.strip()
+    outer = sysconfig.get_paths()["purelib"]
+    Path(site_dir, "outer.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
+    folders = [write_distribution(root, dist, *spec) for dist, spec in DISTRIBUTIONS.items()]
+    subprocess.run(
+        [
+            python,
+            "-m",
+            "pip",
+            "install",
+            "-q",
+            "--no-deps",
+            "--no-build-isolation",
+            "--no-index",
+            *map(str, folders),
+        ],
+        check=True,
+        capture_output=True,
+    )
+    return env_dir
+
+
+def run(venv: Path, tmp_path: Path, *args: str, config: str | None = None) -> tuple[int, str, list[str]]:
+    log = tmp_path / "imports.log"
+    log.write_text("")
+    command = [str(venv / "bin" / "python"), "-m", "kubeedge", *args]
+    if config is not None:
+        (tmp_path / "edge.yaml").write_text(config)
+        command += ["--config", str(tmp_path / "edge.yaml")]
+    env = {**os.environ, "IMPORT_LOG": str(log), "COLUMNS": "250"}
+    result = subprocess.run(command, capture_output=True, text=True, env=env, timeout=60)
+    return result.returncode, result.stdout + result.stderr, log.read_text().split()
+
+
+def row(output: str, name: str) -> str:
+    return next(line for line in output.splitlines() if line.split() and line.split()[0] == name)
+
+
+def test_installed_mappers_are_listed_without_being_imported(venv: Path, tmp_path: Path) -> None:
+    code, output, imported = run(venv, tmp_path, "mapper", "list")
+    assert code == 0, output
+    acme = row(output, "acme")
+    assert "kubeedge-mapper-acme" in acme and "0.3.0" in acme and " no " in acme and "not loaded" in acme
+    assert imported == []  # nothing enabled, nothing imported
+
+
+def test_enabled_mapper_is_imported_and_registered(venv: Path, tmp_path: Path) -> None:
+    code, output, imported = run(
+        venv, tmp_path, "mapper", "list", config="node: edge-1\nmappers:\n  acme: {}\n"
+    )
+    assert code == 0, output
+    assert " yes " in row(output, "acme") and "loaded" in row(output, "acme")
+    assert imported == ["kubeedge_mapper_acme.plugin"]
+
+
+def test_enabled_but_not_installed_lists_what_is_installed(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(venv, tmp_path, "mapper", "list", config="mappers:\n  ghost: {}\n  acme: {}\n")
+    assert code == 1
+    assert "mapper 'ghost' is enabled in the configuration but not installed" in output
+    assert "installed mappers: acme, broken, dup, liar, nohooks" in output
+    assert "loaded" in row(output, "acme")  # the others are not hidden
+
+
+def test_import_failure_names_the_plugin_and_hides_nothing(venv: Path, tmp_path: Path) -> None:
+    code, output, imported = run(
+        venv, tmp_path, "mapper", "list", config="mappers:\n  broken: {}\n  acme: {}\n"
+    )
+    assert code == 1
+    assert (
+        "mapper 'broken' (kubeedge-mapper-broken 0.3.0) failed to import kubeedge_mapper_broken.plugin"
+        in output
+    )
+    assert "ModuleNotFoundError" in output
+    assert imported == ["kubeedge_mapper_acme.plugin"]
+
+
+def test_duplicate_names_are_reported_never_dropped(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(venv, tmp_path, "mapper", "list")
+    assert code == 0  # not enabled: a warning in the listing
+    assert "provided by more than one installed distribution" in output
+    assert "kubeedge-mapper-dup-a" in output and "kubeedge-mapper-dup-b" in output
+    code, output, imported = run(venv, tmp_path, "mapper", "list", config="mappers:\n  dup: {}\n")
+    assert code == 1
+    assert imported == []
+
+
+def test_a_plugin_with_another_projects_marker_is_refused(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(venv, tmp_path, "mapper", "list", config="mappers:\n  nohooks: {}\n")
+    assert code == 1
+    assert "implements no kubeedge hook" in output
+
+
+def test_a_mapper_must_register_its_own_protocol(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(venv, tmp_path, "mapper", "list", config="mappers:\n  liar: {}\n")
+    assert code == 1
+    assert "registers no driver for protocol 'liar' (it registered: truth)" in output
+
+
+def test_command_plugins_add_commands_and_a_broken_one_is_named(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(venv, tmp_path, "hello")
+    assert code == 0, output
+    assert "hello from a plugin" in output
+    assert "command plugin 'badcli' (kubeedge-badcli 0.3.0) failed to import" in output
+    code, output, _ = run(venv, tmp_path, "--help")
+    assert "hello" in output and "Say hello." in output
+
+
+def test_bad_config_names_the_key(venv: Path, tmp_path: Path) -> None:
+    code, output, _ = run(
+        venv, tmp_path, "mapper", "list", config="node: Bad_Name\nbus:\n  url: http://x\n  colour: blue\n"
+    )
+    assert code == 1
+    assert "edge.yaml: node: 'Bad_Name' is not a valid node name" in output
+    assert "edge.yaml: bus.url: must be 'embedded' or mqtt://host[:port]" in output
+    assert "edge.yaml: bus.colour: unknown key" in output
