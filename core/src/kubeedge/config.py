@@ -53,6 +53,8 @@ class BusConfig(_Config):
 
     url: str = "embedded"
     """``embedded`` (an in-process broker on loopback) or ``mqtt://host:port`` / ``mqtts://``."""
+    listen: str = "127.0.0.1:1883"
+    """Where the embedded broker listens (``host:port``; port 0 picks a free one)."""
     username: str | None = None
     password: str | None = None
     ca_file: Path | None = None
@@ -61,6 +63,26 @@ class BusConfig(_Config):
     key_file: Path | None = None
     max_payload: int = Field(default=1024 * 1024, gt=0)
     """Largest message (bytes) the edge accepts; larger ones get an error result."""
+
+    @field_validator("listen")
+    @classmethod
+    def _check_listen(cls, listen: str) -> str:
+        host, _, port = listen.rpartition(":")
+        if not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError("must be host:port, like 127.0.0.1:1883")
+        return listen
+
+    @property
+    def listen_address(self) -> tuple[str, int]:
+        host, _, port = self.listen.rpartition(":")
+        return host, int(port)
+
+    def client_url(self) -> str:
+        """The URL a client uses: the embedded broker's listen address when embedded."""
+        if self.url == "embedded":
+            host, port = self.listen_address
+            return f"mqtt://{host}:{port}"
+        return self.url
 
     @field_validator("url")
     @classmethod

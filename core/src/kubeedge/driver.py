@@ -160,3 +160,7 @@ class Driver(ABC, Generic[ConfigT, VisitorT]):
     @classmethod
     def supports_push(cls) -> bool:
         return cls.subscribe is not Driver.subscribe
+
+    def pushes(self, prop: Property[VisitorT]) -> bool:
+        """Whether :meth:`subscribe` delivers this property (the others are polled). Default: all."""
+        return True

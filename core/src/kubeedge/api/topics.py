@@ -13,6 +13,8 @@ from kubeedge.errors import WireError
 
 DEVICE_PREFIX = "$hw/events/device/"
 NODE_PREFIX = "$hw/events/node/"
+EDGE_PREFIX = "$ke/edge/"
+"""Our own topics (not KubeEdge's): edge status, mapper assignments, errors (docs/wire.md)."""
 
 # actions a mapper (or any client) publishes to the edge core
 TWIN_UPDATE = "twin/update"
@@ -31,6 +33,12 @@ MEMBERSHIP_GET = "membership/get"
 MEMBERSHIP_GET_RESULT = "membership/get/result"
 MEMBERSHIP_UPDATED = "membership/updated"
 
+# our actions under $ke/edge/{node}/
+EDGE_STATUS = "status"
+EDGE_ERRORS = "errors"
+MAPPER_HELLO = "hello"
+MAPPER_ASSIGNMENTS = "assignments"
+
 INBOUND_DEVICE_ACTIONS = frozenset({TWIN_UPDATE, TWIN_GET, TWIN_CLOUD_UPDATED, STATE_UPDATE})
 # The subscriptions the edge core's twin module makes (KubeEdge's SubTopics, device part).
 EDGE_SUBSCRIPTIONS = (
@@ -46,6 +54,14 @@ def device_topic(namespace: str, name: str, action: str) -> str:
 
 def node_topic(node: str, action: str) -> str:
     return f"{NODE_PREFIX}{node}/{action}"
+
+
+def edge_topic(node: str, action: str) -> str:
+    return f"{EDGE_PREFIX}{node}/{action}"
+
+
+def mapper_topic(node: str, protocol: str, action: str) -> str:
+    return f"{EDGE_PREFIX}{node}/mappers/{protocol}/{action}"
 
 
 @dataclass(frozen=True)

@@ -65,9 +65,16 @@ def main() -> None:
     cli(prog_name="kubeedge")
 
 
+from kubeedge.cli import demo as _demo  # noqa: E402
+from kubeedge.cli import edge as _edge  # noqa: E402
 from kubeedge.cli import manifests as _manifests  # noqa: E402
 from kubeedge.cli import plugins as _plugins  # noqa: E402
 
 cli.add_command(_manifests.validate)
 cli.add_command(_manifests.crds)
 cli.add_command(_plugins.mapper)
+cli.add_command(_edge.edge)
+cli.add_command(_edge.device)
+cli.add_command(_edge.twin)
+cli.add_command(_demo.demo)
+_plugins.mapper.add_command(_edge.mapper_run)

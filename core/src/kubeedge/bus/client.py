@@ -1,0 +1,366 @@
+"""An MQTT client for the edge bus: paho-mqtt driven by the asyncio event loop.
+
+No thread per message and no paho network thread: the socket is watched with
+``loop.add_reader`` / ``add_writer`` and paho does the protocol work inside those callbacks (paho's
+"external event loop" mode). Only the blocking TCP/TLS connect runs in a worker thread, so an
+unreachable broker never stalls the loop. The client reconnects with exponential back-off and
+jitter, and subscribes again to everything after each reconnect.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import socket
+import ssl
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import paho.mqtt.client as mqtt
+
+from kubeedge.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+MessageHandler = Callable[[str, bytes], None]
+"""``handler(topic, payload)``; called on the event loop, in arrival order. Must not block."""
+
+
+@dataclass(frozen=True)
+class BrokerAddress:
+    host: str
+    port: int
+    tls: bool
+
+    @classmethod
+    def parse(cls, url: str) -> BrokerAddress:
+        parts = urlsplit(url)
+        if parts.scheme not in ("mqtt", "mqtts", "tcp", "ssl") or not parts.hostname:
+            raise ConfigError(f"bus url {url!r} is not mqtt://host[:port] or mqtts://host[:port]")
+        tls = parts.scheme in ("mqtts", "ssl")
+        return cls(parts.hostname, parts.port or (8883 if tls else 1883), tls)
+
+
+class _BufferedClient(mqtt.Client):
+    """paho client that reads the socket in large chunks.
+
+    paho reads a packet with several small ``recv`` calls (1 byte of type, 1 byte per length
+    byte, then the body): with a non-blocking socket watched by asyncio that is one event-loop
+    wake-up per message. Here one wake-up reads everything that arrived and paho parses it from
+    memory. This overrides a private method of paho-mqtt 2.x (pinned in pyproject).
+    """
+
+    _chunk = 256 * 1024
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._rbuf = bytearray()
+        self.eof = False
+
+    def _sock_recv(self, bufsize: int) -> bytes:
+        if not self._rbuf:
+            if self.eof:
+                return b""  # paho reads this as "connection lost" and cleans up itself
+            raise BlockingIOError
+        data = bytes(self._rbuf[:bufsize])
+        del self._rbuf[:bufsize]
+        return data
+
+    def fill(self) -> None:
+        """Move what the socket has into the buffer; note when the peer has closed."""
+        sock = self._sock
+        if sock is None:
+            return
+        try:
+            data = sock.recv(self._chunk)
+        except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
+            return
+        except OSError:
+            self.eof = True
+            return
+        if not data:
+            self.eof = True
+            return
+        self._rbuf += data
+        # TLS may hold decrypted bytes the OS socket no longer signals as readable.
+        while isinstance(sock, ssl.SSLSocket) and sock.pending():
+            self._rbuf += sock.recv(self._chunk)
+
+    def reset_buffer(self) -> None:
+        self._rbuf.clear()
+        self.eof = False
+
+    def buffered(self) -> int:
+        return len(self._rbuf)
+
+
+class BusClient:
+    """One connection to the edge MQTT bus."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        client_id: str | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
+        keepalive: int = 30,
+        will: tuple[str, bytes, int, bool] | None = None,
+        max_backoff: float = 30.0,
+    ) -> None:
+        self.address = BrokerAddress.parse(url)
+        self.client_id = client_id or f"kubeedge-{uuid.uuid4().hex[:12]}"
+        self._keepalive = keepalive
+        self._max_backoff = max_backoff
+        self._client = _BufferedClient(
+            mqtt.CallbackAPIVersion.VERSION2,
+            client_id=self.client_id,
+            protocol=mqtt.MQTTv311,
+            reconnect_on_failure=False,
+        )
+        client = self._client
+        client.max_queued_messages_set(0)
+        client.max_inflight_messages_set(1000)
+        if username is not None:
+            client.username_pw_set(username, password)
+        if self.address.tls:
+            client.tls_set(
+                ca_certs=str(ca_file) if ca_file else None,
+                certfile=str(cert_file) if cert_file else None,
+                keyfile=str(key_file) if key_file else None,
+            )
+        if will is not None:
+            topic, payload, qos, retain = will
+            client.will_set(topic, payload, qos, retain)
+        client.on_connect = self._on_connect
+        client.on_disconnect = self._on_disconnect
+        client.on_socket_open = self._on_socket_open
+        client.on_socket_close = self._on_socket_close
+        client.on_socket_register_write = self._on_register_write
+        client.on_socket_unregister_write = self._on_unregister_write
+        self._subscriptions: dict[str, int] = {}
+        self._connect_hooks: list[Callable[[], None]] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._connected = asyncio.Event()
+        self._stopping = False
+        self._runner: asyncio.Task[None] | None = None
+        self._lost: asyncio.Event = asyncio.Event()
+        self._sock: Any = None
+        self.reconnects = 0
+        self.last_error: str | None = None
+
+    # ----------------------------------------------------------------- public
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self, timeout: float | None = 10.0) -> None:
+        """Connect (and keep reconnecting in the background); wait for the first connection.
+
+        ``timeout=None`` returns at once and lets the connection come when the broker does.
+        """
+        self._loop = asyncio.get_running_loop()
+        self._runner = asyncio.create_task(self._run(), name=f"bus:{self.client_id}")
+        if timeout is not None:
+            try:
+                await asyncio.wait_for(self._connected.wait(), timeout)
+            except TimeoutError:
+                await self.stop()
+                raise ConnectionError(
+                    f"cannot connect to the MQTT broker at {self.address.host}:{self.address.port} "
+                    f"within {timeout:g}s: {self.last_error or 'no answer'}"
+                ) from None
+
+    async def wait_connected(self) -> None:
+        await self._connected.wait()
+
+    async def stop(self) -> None:
+        """Disconnect cleanly (the broker does not send the will) and stop reconnecting."""
+        self._stopping = True
+        if self._client.is_connected():
+            self._client.disconnect()
+            # Let the DISCONNECT packet go out before the socket closes.
+            for _ in range(50):
+                if not self._client.want_write():
+                    break
+                self._client.loop_write()
+                await asyncio.sleep(0.01)
+        self._close_socket()
+        if self._runner is not None:
+            self._runner.cancel()
+            await asyncio.gather(self._runner, return_exceptions=True)
+            self._runner = None
+
+    def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 0) -> None:
+        """Call ``handler`` for every message matching ``topic_filter`` (now and after reconnects)."""
+
+        def on_message(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+            try:
+                handler(message.topic, message.payload)
+            except Exception:  # a failing handler must not break the connection
+                log.exception("handler for %s failed on %s", topic_filter, message.topic)
+
+        self._client.message_callback_add(topic_filter, on_message)
+        self._subscriptions[topic_filter] = qos
+        if self.connected:
+            self._client.subscribe(topic_filter, qos)
+
+    def unsubscribe(self, topic_filter: str) -> None:
+        self._client.message_callback_remove(topic_filter)
+        if self._subscriptions.pop(topic_filter, None) is not None and self.connected:
+            self._client.unsubscribe(topic_filter)
+
+    def on_connect(self, hook: Callable[[], None]) -> None:
+        """Call ``hook`` after every (re)connection, once subscriptions are renewed."""
+        self._connect_hooks.append(hook)
+
+    def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
+        """Queue a message; never blocks. QoS 0 while disconnected is dropped (returns False);
+        QoS 1 and 2 are kept and sent after reconnecting."""
+        info = self._client.publish(topic, payload, qos, retain)
+        return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    # ----------------------------------------------------------------- connection loop
+
+    async def _run(self) -> None:
+        assert self._loop is not None
+        attempt = 0
+        misc = asyncio.create_task(self._misc_loop())
+        try:
+            while not self._stopping:
+                self._lost.clear()
+                try:
+                    await self._loop.run_in_executor(None, self._connect_blocking)
+                except (OSError, ssl.SSLError, ValueError) as exc:
+                    self.last_error = f"{type(exc).__name__}: {exc}"
+                    self._close_socket()
+                else:
+                    await self._lost.wait()
+                    if self._stopping:
+                        return
+                    if self._connected.is_set():
+                        attempt = 0
+                    self._connected.clear()
+                    self.reconnects += 1
+                attempt += 1
+                delay = min(self._max_backoff, 0.1 * 2 ** min(attempt, 10))
+                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+                log.info(
+                    "bus %s: disconnected (%s); reconnecting in %.1fs", self.client_id, self.last_error, delay
+                )
+                await asyncio.sleep(delay)
+        finally:
+            misc.cancel()
+
+    def _connect_blocking(self) -> None:
+        # Runs in a worker thread: DNS, TCP connect and TLS handshake may block.
+        self._client.connect(self.address.host, self.address.port, self._keepalive)
+
+    async def _misc_loop(self) -> None:
+        while True:
+            await asyncio.sleep(1.0)
+            if self._client.socket() is not None:
+                self._client.loop_misc()
+
+    # ----------------------------------------------------------------- paho callbacks
+
+    def _on_socket_open(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        assert self._loop is not None
+        self._loop.call_soon_threadsafe(self._watch, sock)
+
+    def _watch(self, sock: Any) -> None:
+        assert self._loop is not None
+        self._sock = sock
+        self._client.reset_buffer()
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self._loop.add_reader(sock, self._readable)
+        if self._client.want_write():
+            self._loop.add_writer(sock, self._writable)
+
+    def _readable(self) -> None:
+        client = self._client
+        client.fill()
+        while client.socket() is not None and (client.buffered() or client.eof):
+            before = client.buffered()
+            client.loop_read()
+            if client.buffered() == before and not client.eof:
+                break  # a partial packet: wait for the rest
+
+    def _writable(self) -> None:
+        self._client.loop_write()
+
+    def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        if self._loop is None:
+            return
+        self._loop.call_soon_threadsafe(self._unwatch, sock)
+
+    def _unwatch(self, sock: Any) -> None:
+        assert self._loop is not None
+        try:
+            self._loop.remove_reader(sock)
+            self._loop.remove_writer(sock)
+        except (ValueError, OSError):  # the socket is already closed
+            pass
+        if sock is self._sock:
+            self._sock = None
+            self._lost.set()
+
+    def _on_register_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        if self._loop is None:
+            return
+        if self._loop.is_running() and _in_loop_thread(self._loop):
+            self._loop.add_writer(sock, self._writable)
+        else:
+            self._loop.call_soon_threadsafe(self._loop.add_writer, sock, self._writable)
+
+    def _on_unregister_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        if self._loop is None:
+            return
+        if _in_loop_thread(self._loop):
+            self._loop.remove_writer(sock)
+        else:
+            self._loop.call_soon_threadsafe(self._loop.remove_writer, sock)
+
+    def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        if reason.is_failure:
+            self.last_error = f"broker refused the connection: {reason}"
+            self._close_socket()
+            return
+        for topic_filter, qos in self._subscriptions.items():
+            self._client.subscribe(topic_filter, qos)
+        self.last_error = None
+        self._connected.set()
+        log.debug("bus %s: connected to %s:%s", self.client_id, self.address.host, self.address.port)
+        for hook in self._connect_hooks:
+            try:
+                hook()
+            except Exception:
+                log.exception("bus %s: on-connect hook failed", self.client_id)
+
+    def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
+        self._connected.clear()
+        if not self._stopping and self.last_error is None:
+            self.last_error = f"disconnected: {reason}"
+
+    def _close_socket(self) -> None:
+        sock = self._client.socket()
+        if sock is not None:
+            self._client._sock_close()  # paho calls on_socket_close, which unwatches
+        self._connected.clear()
+        self._lost.set()
+
+
+def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:
+    try:
+        return asyncio.get_running_loop() is loop
+    except RuntimeError:
+        return False

@@ -1,0 +1,1 @@
+"""Data for ``kubeedge demo``: the demo's Device and DeviceModel manifests."""

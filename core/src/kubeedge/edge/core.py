@@ -1,0 +1,152 @@
+"""The edge process: the bus (embedded broker or external), the registry, the assignment
+publisher and the enabled edge modules, started in order and stopped in reverse."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import uuid
+from typing import Any
+
+from pydantic import ValidationError
+
+from kubeedge.api import topics
+from kubeedge.bus import BusClient, EmbeddedBroker
+from kubeedge.config import EdgeConfig
+from kubeedge.edge.assignments import AssignmentPublisher, status_payload
+from kubeedge.errors import ConfigError, PluginError
+from kubeedge.module import EdgeContext, EdgeModule
+from kubeedge.plugins import PluginHost
+from kubeedge.registry import DeviceRegistry
+
+log = logging.getLogger(__name__)
+
+BUILTIN_MODULES = ("twin", "standalone", "mappers")
+
+
+class EdgeCore:
+    def __init__(self, config: EdgeConfig, host: PluginHost | None = None) -> None:
+        self.config = config
+        self.host = host or PluginHost()
+        self.broker: EmbeddedBroker | None = None
+        self.context: EdgeContext | None = None
+        self.assignments: AssignmentPublisher | None = None
+        self.modules: list[EdgeModule] = []
+
+    def enabled_modules(self) -> list[str]:
+        config = self.config
+        names = []
+        for name in BUILTIN_MODULES:
+            entry = config.modules.get(name)
+            if entry is not None and not entry.enabled:
+                continue
+            if name == "standalone" and config.manifests is None and entry is None:
+                continue
+            names.append(name)
+        names += [n for n, e in config.modules.items() if e.enabled and n not in names]
+        return names
+
+    def _module_classes(self) -> dict[str, Any]:
+        enabled = self.enabled_modules()
+        self.host.require("edge_module", enabled)
+        classes = {cls.name: cls for cls in self.host.collect("kubeedge_register_edge_modules")}
+        missing = [n for n in enabled if n not in classes]
+        if missing:
+            raise PluginError(f"edge module(s) {', '.join(missing)} registered no module class of that name")
+        return {n: classes[n] for n in enabled}
+
+    async def start(self) -> None:
+        config = self.config
+        classes = self._module_classes()
+        settings = {}
+        for name, cls in classes.items():
+            entry = config.modules.get(name)
+            try:
+                settings[name] = cls.settings_model.model_validate(entry.settings if entry else {})
+            except ValidationError as exc:
+                lines = [
+                    f"modules.{name}.{'.'.join(map(str, e['loc']))}: "
+                    + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                    for e in exc.errors()
+                ]
+                raise ConfigError("\n".join(lines)) from None
+        if config.bus.url == "embedded":
+            host, port = config.bus.listen_address
+            self.broker = EmbeddedBroker(host, port)
+            await self.broker.start()
+            bus_url = self.broker.url
+        else:
+            bus_url = config.bus.url
+        publisher_instance = _instance_id()
+        bus = BusClient(
+            bus_url,
+            client_id=f"{config.node}-edge",
+            username=config.bus.username,
+            password=config.bus.password,
+            ca_file=config.bus.ca_file,
+            cert_file=config.bus.cert_file,
+            key_file=config.bus.key_file,
+            will=(
+                topics.edge_topic(config.node, topics.EDGE_STATUS),
+                status_payload("offline", publisher_instance),
+                1,
+                True,
+            ),
+        )
+        try:
+            await bus.start()
+        except ConnectionError:
+            if self.broker is not None:
+                await self.broker.stop()
+            raise
+        registry = DeviceRegistry(config.node)
+        self.context = EdgeContext(config, bus_url, bus, registry, self.host)
+        self.assignments = AssignmentPublisher(config.node, bus, registry, publisher_instance)
+        self.assignments.start()
+        try:
+            for name, cls in sorted(classes.items(), key=lambda item: item[1].order):
+                module = cls(self.context, settings[name])
+                await module.start()
+                self.modules.append(module)
+                self.context.modules[name] = module
+                log.info("edge module %s started", name)
+        except BaseException:
+            await self.stop()
+            raise
+
+    async def stop(self) -> None:
+        for module in reversed(self.modules):
+            try:
+                await module.stop()
+            except Exception:
+                log.exception("edge module %s failed to stop", module.name)
+        self.modules.clear()
+        if self.context is not None:
+            if self.assignments is not None:
+                self.assignments.stop()
+            await self.context.bus.stop()
+            self.context = None
+        if self.broker is not None:
+            await self.broker.stop()
+            self.broker = None
+
+    def module(self, name: str) -> Any:
+        assert self.context is not None
+        return self.context.modules.get(name)
+
+    async def run_until_signalled(self) -> None:
+        """Start, then run until SIGINT or SIGTERM; stop cleanly."""
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()
+
+
+def _instance_id() -> str:
+    return uuid.uuid4().hex

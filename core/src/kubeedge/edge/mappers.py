@@ -1,0 +1,64 @@
+"""Runs the enabled protocol mappers inside the edge process (one bus connection each)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kubeedge.errors import ConfigError
+from kubeedge.mapper.runtime import MapperRuntime, MapperSettings
+from kubeedge.module import EdgeContext, EdgeModule
+
+log = logging.getLogger(__name__)
+
+
+def mapper_settings(protocol: str, driver_cls: Any, settings: dict[str, Any]) -> tuple[MapperSettings, BaseModel]:
+    """Split ``mappers.NAME`` into runtime settings and the driver's own; errors name the key."""
+    runtime_keys = set(MapperSettings.model_fields)
+    runtime = {k: v for k, v in settings.items() if k in runtime_keys}
+    own = {k: v for k, v in settings.items() if k not in runtime_keys}
+    try:
+        return MapperSettings.model_validate(runtime), driver_cls.settings_model.model_validate(own)
+    except ValidationError as exc:
+        lines = [
+            f"mappers.{protocol}.{'.'.join(map(str, e['loc']))}: "
+            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+            for e in exc.errors()
+        ]
+        raise ConfigError("\n".join(lines)) from None
+
+
+class MappersModule(EdgeModule):
+    name = "mappers"
+
+    def __init__(self, context: EdgeContext, settings: BaseModel) -> None:
+        super().__init__(context, settings)
+        self.runtimes: dict[str, MapperRuntime] = {}
+
+    async def start(self) -> None:
+        config = self.context.config
+        enabled = config.enabled_mappers()
+        if not enabled:
+            return
+        host = self.context.host
+        statuses = host.require("mapper", enabled)
+        drivers = host.drivers(statuses)
+        prepared = []
+        for protocol in enabled:
+            driver_cls = drivers[protocol]
+            prepared.append((protocol, driver_cls, *mapper_settings(protocol, driver_cls, config.mappers[protocol].settings)))
+        for protocol, driver_cls, runtime_settings, driver_settings in prepared:
+            bus = self.context.new_bus_client(f"mapper-{protocol}")
+            await bus.start()
+            runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)
+            await runtime.start()
+            self.runtimes[protocol] = runtime
+            log.info("mapper %s running in the edge process", protocol)
+
+    async def stop(self) -> None:
+        for runtime in self.runtimes.values():
+            await runtime.stop()
+            await runtime.bus.stop()
+        self.runtimes.clear()

@@ -1,0 +1,98 @@
+"""Standalone mode: devices come from a folder of Device/DeviceModel manifests, followed live.
+
+The folder is validated with the same rules as ``kubeedge validate``. A file with a problem keeps
+its last good objects (an editor saving half a file must not remove devices); every problem is
+logged with file, line, object and field.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field
+from watchfiles import awatch
+
+from kubeedge.api.device import Device, DeviceModel
+from kubeedge.api.manifests import read_documents
+from kubeedge.api.validation import validate_documents
+from kubeedge.errors import ConfigError
+from kubeedge.module import EdgeContext, EdgeModule
+
+log = logging.getLogger(__name__)
+
+
+class StandaloneSettings(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True)
+
+    debounce_ms: int = Field(default=300, alias="debounceMs", ge=10)
+    """How long changes must settle before the folder is read again."""
+
+
+class StandaloneSource(EdgeModule):
+    name = "standalone"
+    settings_model = StandaloneSettings
+
+    def __init__(self, context: EdgeContext, settings: BaseModel) -> None:
+        super().__init__(context, settings)
+        assert isinstance(settings, StandaloneSettings)
+        folder = context.config.manifests
+        if folder is None:
+            raise ConfigError("module standalone needs 'manifests': the folder of Device/DeviceModel manifests")
+        self.folder = folder
+        self._good: dict[str, list[Any]] = {}
+        self._task: asyncio.Task[None] | None = None
+        self._stop = asyncio.Event()
+        self.reloads = 0
+
+    async def start(self) -> None:
+        if not self.folder.is_dir():
+            raise ConfigError(f"manifests: {self.folder} is not a folder")
+        self.reload()
+        self._task = asyncio.create_task(self._watch(), name="standalone-watch")
+
+    async def stop(self) -> None:
+        self._stop.set()
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+
+    async def _watch(self) -> None:
+        settings = self.settings
+        assert isinstance(settings, StandaloneSettings)
+        async for _changes in awatch(self.folder, debounce=settings.debounce_ms, stop_event=self._stop):
+            try:
+                self.reload()
+            except Exception:
+                log.exception("standalone: reading %s failed", self.folder)
+
+    def reload(self) -> None:
+        """Read the folder and make the registry match it."""
+        self.reloads += 1
+        documents, read_problems = read_documents([self.folder])
+        report = validate_documents(documents)
+        bad_files = {p.source for p in read_problems} | {p.source for p in report.all_problems}
+        for problem in [*read_problems, *report.all_problems]:
+            log.warning("standalone: %s", problem)
+        objects: dict[str, list[Any]] = {}
+        for checked in report.objects:
+            if checked.obj is not None:
+                objects.setdefault(checked.document.source, []).append(checked.obj)
+        current: dict[str, list[Any]] = {}
+        for source in {*objects, *self._good, *bad_files}:
+            if source in bad_files and source in self._good:
+                log.warning("standalone: %s has problems; keeping its last good version", source)
+                current[source] = self._good[source]
+            elif source not in bad_files and source in objects:
+                current[source] = objects[source]
+        self._good = current
+        everything = [obj for objs in current.values() for obj in objs]
+        self.context.registry.replace(
+            [o for o in everything if isinstance(o, Device)], [o for o in everything if isinstance(o, DeviceModel)]
+        )
+
+    @property
+    def path(self) -> Path:
+        return self.folder

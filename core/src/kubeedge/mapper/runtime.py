@@ -1,0 +1,548 @@
+"""The mapper runtime: everything a protocol mapper needs except its driver.
+
+One :class:`MapperRuntime` per protocol, in the edge process or in its own (``kubeedge mapper
+run NAME``); it learns its devices from the edge over the bus (:mod:`kubeedge.api.assignment`)
+and runs one :class:`DeviceWorker` per device:
+
+* connect, and reconnect with exponential back-off and jitter after the device was unreachable;
+* read each property every ``collectCycle`` (batched through ``Driver.read_many`` up to the
+  driver's ``max_batch``), or take pushed values from ``Driver.subscribe``;
+* convert to the DeviceModel type, check ``minimum``/``maximum``, apply the report policy
+  (:mod:`kubeedge.mapper.policy`) and send one ``twin/update`` per device and cycle;
+* write desired values from ``twin/update/delta``: only the changed property, never a device
+  restart; ReadOnly refused; the value read back and reported;
+* report the device state (online, offline, unhealthy) on ``state/update``.
+
+A driver error marks a property (``metadata.error`` in its twin) or the device (its state); it
+never stops the mapper or another device.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import random
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import BaseModel, ValidationError
+
+from kubeedge.api import topics
+from kubeedge.api.assignment import Assignment, AssignmentMessage, EdgeStatus, MapperHello
+from kubeedge.api.device import Device, DeviceModel
+from kubeedge.api.manifests import format_path
+from kubeedge.api.twin import now_ms
+from kubeedge.api.values import check_range, format_value, parse_value, twin_type
+from kubeedge.bus import BusClient
+from kubeedge.driver import DeviceUnreachable, Driver, Property
+from kubeedge.errors import WireError
+from kubeedge.mapper.policy import REPORT_KEY, ReportPolicy, ReportState, cycle_ms
+
+log = logging.getLogger(__name__)
+
+UNREACHABLE = (DeviceUnreachable, OSError, asyncio.TimeoutError, ConnectionError)
+
+
+class MapperSettings(BaseModel):
+    """Runtime settings every mapper has (besides its driver's own)."""
+
+    connect_timeout: float = 10.0
+    read_timeout: float = 10.0
+    max_backoff: float = 30.0
+
+
+@dataclass
+class PropertyPlan:
+    prop: Property[Any]
+    collect_s: float
+    report: ReportState
+    polled: bool = True
+
+
+@dataclass
+class DevicePlan:
+    """A device made ready for its driver: typed configData, typed visitors, schedules."""
+
+    device: Device
+    model: DeviceModel
+    config: BaseModel | None
+    properties: dict[str, PropertyPlan] = field(default_factory=dict)
+    problems: list[str] = field(default_factory=list)
+    """configData errors, each naming the field; the device is not served while there are any."""
+    property_problems: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def key(self) -> str:
+        return self.device.key
+
+
+def fingerprint(device: Device, model: DeviceModel) -> str:
+    """What requires a device restart when it changes: not desired values, not status."""
+    spec = device.spec.model_dump(mode="json", exclude_none=True)
+    for prop in spec.get("properties", []):
+        prop.pop("desired", None)
+    return json.dumps([spec, model.spec.model_dump(mode="json", exclude_none=True)], sort_keys=True)
+
+
+def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: DeviceModel) -> DevicePlan:
+    """Validate a device's configData against the driver's models; errors name the field."""
+    plan = DevicePlan(device, model, None)
+    config_data = (device.spec.protocol.config_data if device.spec.protocol else None) or {}
+    try:
+        plan.config = driver_cls.config_model.model_validate(config_data)
+    except ValidationError as exc:
+        plan.problems += _problems(exc, ("spec", "protocol", "configData"))
+    for i, spec_prop in enumerate(device.spec.properties or []):
+        model_prop = model.property(spec_prop.name)
+        kind = twin_type(model_prop.type if model_prop else None)
+        where = ("spec", "properties", i, "visitors", "configData")
+        raw = dict((spec_prop.visitors.config_data if spec_prop.visitors else None) or {})
+        try:
+            policy = ReportPolicy.model_validate(raw.pop(REPORT_KEY, None) or {})
+        except ValidationError as exc:
+            plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, (*where, REPORT_KEY)))
+            continue
+        try:
+            visitor = driver_cls.visitor_model.model_validate(raw)
+        except ValidationError as exc:
+            plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, where))
+            continue
+        collect = cycle_ms(spec_prop.collect_cycle)
+        max_interval = policy.max_interval or max(cycle_ms(spec_prop.report_cycle), collect)
+        plan.properties[spec_prop.name] = PropertyPlan(
+            prop=Property(
+                name=spec_prop.name,
+                type=kind,
+                visitor=visitor,
+                read_only=bool(model_prop and model_prop.access_mode == "ReadOnly"),
+                unit=model_prop.unit if model_prop else None,
+                minimum=model_prop.minimum if model_prop else None,
+                maximum=model_prop.maximum if model_prop else None,
+            ),
+            collect_s=collect / 1000,
+            report=ReportState(policy, max_interval / 1000),
+            polled=kind != "stream",
+        )
+    return plan
+
+
+def _problems(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
+    out = []
+    for error in exc.errors():
+        kind = error["type"]
+        message = "unknown key" if kind == "extra_forbidden" else "required key is missing" if kind == "missing" else error["msg"]
+        out.append(f"{format_path((*prefix, *error['loc']))}: {message}")
+    return out
+
+
+class DeviceWorker:
+    """Serves one device with one driver instance, for as long as the device is assigned."""
+
+    def __init__(self, runtime: MapperRuntime, plan: DevicePlan) -> None:
+        self.runtime = runtime
+        self.plan = plan
+        self.key = plan.key
+        self.namespace = plan.device.namespace
+        self.name = plan.device.name
+        self.state: str | None = None
+        self.driver: Driver[Any, Any] | None = None
+        self._desired: dict[str, str] = {}
+        self._desired_event = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self.connects = 0
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name=f"device:{self.key}")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
+
+    # ----------------------------------------------------------------- desired values
+
+    def want(self, desired: dict[str, str]) -> None:
+        """Desired values from a delta (or a twin/get at start); written by the serving loop."""
+        for name, value in desired.items():
+            plan = self.plan.properties.get(name)
+            if plan is None:
+                continue
+            if plan.prop.read_only:
+                self._publish_twins({name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}})
+                continue
+            self._desired[name] = value
+        if self._desired:
+            self._desired_event.set()
+
+    # ----------------------------------------------------------------- the serving loop
+
+    async def _run(self) -> None:
+        if self.plan.problems:
+            log.error("device %s cannot be served:\n  %s", self.key, "\n  ".join(self.plan.problems))
+            self._set_state("unhealthy")
+            return
+        for name, problem in self.plan.property_problems.items():
+            log.error("device %s property %s cannot be served: %s", self.key, name, problem)
+            self._publish_twins({name: {"metadata": {"error": problem}}})
+        attempt = 0
+        settings = self.runtime.settings
+        while True:
+            driver = self.runtime.driver_cls(self.plan.device, self.plan.model, self.plan.config, self.runtime.driver_settings)
+            self.driver = driver
+            try:
+                await asyncio.wait_for(driver.connect(), settings.connect_timeout)
+            except asyncio.CancelledError:
+                await _close(driver)
+                raise
+            except Exception as exc:
+                log.info("device %s: cannot connect: %s", self.key, _describe(exc))
+                self._set_state("offline")
+                await _close(driver)
+                attempt += 1
+                await asyncio.sleep(_backoff(attempt, settings.max_backoff))
+                continue
+            self.connects += 1
+            attempt = 0
+            self._set_state("online")
+            self.runtime.request_twin(self)
+            try:
+                await self._serve(driver)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.info("device %s: lost: %s", self.key, _describe(exc))
+                self._set_state("offline")
+            finally:
+                await _close(driver)
+                self.driver = None
+            attempt += 1
+            await asyncio.sleep(_backoff(attempt, settings.max_backoff))
+
+    async def _serve(self, driver: Driver[Any, Any]) -> None:
+        served = [p for p in self.plan.properties.values() if p.polled]
+        pushed = [p for p in served if driver.supports_push() and driver.pushes(p.prop)]
+        groups: dict[float, list[PropertyPlan]] = {}
+        for plan in served:
+            if plan not in pushed:
+                groups.setdefault(plan.collect_s, []).append(plan)
+        async with asyncio.TaskGroup() as group:
+            if pushed:
+                group.create_task(self._push(driver, pushed))
+            for cycle, plans in groups.items():
+                group.create_task(self._poll(driver, plans, cycle))
+            group.create_task(self._write_loop(driver))
+
+    async def _poll(self, driver: Driver[Any, Any], plans: list[PropertyPlan], cycle: float) -> None:
+        loop = asyncio.get_running_loop()
+        due = loop.time()
+        while True:
+            await self._read(driver, plans)
+            due += cycle
+            now = loop.time()
+            if due < now:  # overran: skip the missed ticks rather than bunch them up
+                due = now + cycle - ((now - due) % cycle)
+            await asyncio.sleep(due - now)
+
+    async def _read(self, driver: Driver[Any, Any], plans: list[PropertyPlan]) -> None:
+        batch = max(1, driver.max_batch)
+        props = [p.prop for p in plans]
+        results: list[Any] = []
+        read_at = now_ms()
+        for start in range(0, len(props), batch):
+            chunk = props[start : start + batch]
+            results += await asyncio.wait_for(driver.read_many(chunk), self.runtime.settings.read_timeout)
+        loop_now = asyncio.get_running_loop().time()
+        updates: dict[str, dict[str, Any]] = {}
+        failures = 0
+        for plan, result in zip(plans, results, strict=True):
+            if isinstance(result, UNREACHABLE):
+                raise result
+            entry = self._convert(plan, result, loop_now, read_at)
+            if entry is not None:
+                updates[plan.prop.name] = entry
+            if plan.report.error is not None:
+                failures += 1
+        self._publish_twins(updates, read_at)
+        self._set_state("unhealthy" if plans and failures == len(plans) else "online")
+
+    def _convert(self, plan: PropertyPlan, result: Any, now: float, read_at: int) -> dict[str, Any] | None:
+        """The twin entry to report for one read result, or None if nothing needs reporting."""
+        prop, report = plan.prop, plan.report
+        if isinstance(result, BaseException):
+            return self._property_error(plan, _describe(result))
+        try:
+            text = format_value(prop.type, result)
+            value = parse_value(prop.type, text)
+            check_range(value, prop.minimum, prop.maximum)
+        except (ValueError, TypeError) as exc:
+            return self._property_error(plan, f"read {result!r}: {exc}")
+        had_error = report.error is not None
+        if not had_error and not report.should_report(value, text, now):
+            return None
+        report.reported(value, text, now)
+        return {"actual": {"value": text, "metadata": {"timestamp": read_at}}, "metadata": {"type": prop.type}}
+
+    def _property_error(self, plan: PropertyPlan, message: str) -> dict[str, Any] | None:
+        if plan.report.error == message:
+            return None
+        log.info("device %s property %s: %s", self.key, plan.prop.name, message)
+        plan.report.error = message
+        return {"metadata": {"type": plan.prop.type, "error": message}}
+
+    async def _push(self, driver: Driver[Any, Any], plans: list[PropertyPlan]) -> None:
+        by_name = {p.prop.name: p for p in plans}
+        loop = asyncio.get_running_loop()
+
+        def emit(name: str, value: Any) -> None:
+            plan = by_name.get(name)
+            if plan is None:
+                return
+            read_at = now_ms()
+            entry = self._convert(plan, value, loop.time(), read_at)
+            if entry is not None:
+                self._publish_twins({name: entry}, read_at)
+
+        await driver.subscribe([p.prop for p in plans], emit)
+        raise DeviceUnreachable("the push subscription ended")
+
+    async def _write_loop(self, driver: Driver[Any, Any]) -> None:
+        while True:
+            await self._desired_event.wait()
+            self._desired_event.clear()
+            while self._desired:
+                name, value = next(iter(self._desired.items()))
+                await self._write(driver, name, value)
+                if self._desired.get(name) == value:
+                    del self._desired[name]
+
+    async def _write(self, driver: Driver[Any, Any], name: str, text: str) -> None:
+        plan = self.plan.properties[name]
+        prop = plan.prop
+        try:
+            value = parse_value(prop.type, text)
+            check_range(value, prop.minimum, prop.maximum)
+        except ValueError as exc:
+            self._publish_twins({name: {"metadata": {"type": prop.type, "error": f"desired {text!r}: {exc}"}}})
+            return
+        try:
+            await asyncio.wait_for(driver.write(prop, value), self.runtime.settings.read_timeout)
+            read_back = await asyncio.wait_for(driver.read(prop), self.runtime.settings.read_timeout)
+        except UNREACHABLE:
+            raise
+        except Exception as exc:
+            log.info("device %s: writing %s=%r failed: %s", self.key, name, text, _describe(exc))
+            self._publish_twins({name: {"metadata": {"type": prop.type, "error": f"write failed: {_describe(exc)}"}}})
+            return
+        read_at = now_ms()
+        plan.report.error = None
+        entry = self._convert(plan, read_back, asyncio.get_running_loop().time(), read_at)
+        if entry is None:  # unchanged by policy: still confirm the read-back
+            entry = {"actual": {"value": plan.report.text, "metadata": {"timestamp": read_at}}, "metadata": {"type": prop.type}}
+        self._publish_twins({name: entry}, read_at)
+
+    # ----------------------------------------------------------------- bus output
+
+    def _publish_twins(self, twins: dict[str, dict[str, Any]], timestamp: int | None = None) -> None:
+        if not twins:
+            return
+        body = {"event_id": "", "timestamp": timestamp or now_ms(), "twin": twins}
+        self.runtime.bus.publish(
+            topics.device_topic(self.namespace, self.name, topics.TWIN_UPDATE),
+            json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
+        )
+
+    def _set_state(self, state: str) -> None:
+        if state == self.state:
+            return
+        self.state = state
+        body = {"event_id": "", "timestamp": now_ms(), "state": state}
+        self.runtime.bus.publish(
+            topics.device_topic(self.namespace, self.name, topics.STATE_UPDATE),
+            json.dumps(body).encode(),
+            qos=1,
+        )
+
+
+class MapperRuntime:
+    """All devices of one protocol on one edge node."""
+
+    def __init__(
+        self,
+        driver_cls: type[Driver[Any, Any]],
+        bus: BusClient,
+        node: str,
+        driver_settings: BaseModel | None = None,
+        settings: MapperSettings | None = None,
+        name: str = "",
+    ) -> None:
+        self.driver_cls = driver_cls
+        self.protocol = driver_cls.protocol
+        self.bus = bus
+        self.node = node
+        self.driver_settings = driver_settings if driver_settings is not None else driver_cls.settings_model()
+        self.settings = settings or MapperSettings()
+        self.name = name or f"{self.protocol}-mapper"
+        self.instance = uuid.uuid4().hex
+        self.workers: dict[str, DeviceWorker] = {}
+        self._fingerprints: dict[str, str] = {}
+        self._edge_instance: str | None = None
+        self._snapshot: list[Assignment] = []
+        self._lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        """Subscribe and say hello; devices arrive as the edge answers. Call after ``bus.start``."""
+        self.bus.subscribe(topics.edge_topic(self.node, topics.EDGE_STATUS), self._on_edge_status, qos=1)
+        self.bus.subscribe(
+            topics.mapper_topic(self.node, self.protocol, topics.MAPPER_ASSIGNMENTS), self._on_assignments, qos=1
+        )
+        self.bus.subscribe(f"{topics.DEVICE_PREFIX}+/+/{topics.TWIN_UPDATE_DELTA}", self._on_delta, qos=1)
+        self.bus.subscribe(f"{topics.DEVICE_PREFIX}+/+/{topics.TWIN_GET_RESULT}", self._on_twin, qos=1)
+        self.bus.on_connect(self._hello)
+        if self.bus.connected:
+            self._hello()
+
+    async def stop(self) -> None:
+        workers, self.workers = list(self.workers.values()), {}
+        await asyncio.gather(*(w.stop() for w in workers))
+
+    def _hello(self) -> None:
+        hello = MapperHello(instance=self.instance, name=self.name)
+        self.bus.publish(topics.mapper_topic(self.node, self.protocol, topics.MAPPER_HELLO), hello.to_json(), qos=1)
+
+    def request_twin(self, worker: DeviceWorker) -> None:
+        """Ask the edge for a device's twin, to write desired values that are still pending."""
+        body = json.dumps({"event_id": f"{self.instance}:{worker.key}", "timestamp": now_ms()}).encode()
+        self.bus.publish(topics.device_topic(worker.namespace, worker.name, topics.TWIN_GET), body, qos=1)
+
+    # ----------------------------------------------------------------- bus handlers
+
+    def _on_edge_status(self, _topic: str, payload: bytes) -> None:
+        try:
+            status = EdgeStatus.model_validate_json(payload)
+        except ValidationError:
+            log.warning("mapper %s: unreadable edge status %r", self.protocol, payload[:100])
+            return
+        if status.state == "online" and status.instance != self._edge_instance:
+            self._edge_instance = status.instance
+            self._hello()
+
+    def _on_assignments(self, _topic: str, payload: bytes) -> None:
+        try:
+            message = AssignmentMessage.model_validate_json(payload)
+        except ValidationError as exc:
+            log.warning("mapper %s: unreadable assignment message: %s", self.protocol, exc)
+            return
+        if message.version != 1:
+            log.warning("mapper %s: assignment version %s not understood", self.protocol, message.version)
+            return
+        asyncio.get_running_loop().create_task(self._apply(message))
+
+    async def _apply(self, message: AssignmentMessage) -> None:
+        async with self._lock:
+            if message.kind == "snapshot":
+                if message.part == 1:
+                    self._snapshot = []
+                self._snapshot += message.devices
+                if message.part < message.parts:
+                    return
+                wanted = {}
+                for assignment in self._snapshot:
+                    parsed = self._parse(assignment)
+                    if parsed is not None:
+                        wanted[parsed[0].key] = parsed
+                for key in [k for k in self.workers if k not in wanted]:
+                    await self._remove(key)
+                for device, model in wanted.values():
+                    await self._upsert(device, model)
+            elif message.kind == "upsert":
+                for assignment in message.devices:
+                    parsed = self._parse(assignment)
+                    if parsed is not None:
+                        await self._upsert(*parsed)
+            else:
+                for key in message.keys:
+                    await self._remove(key)
+
+    def _parse(self, assignment: Assignment) -> tuple[Device, DeviceModel] | None:
+        try:
+            return Device.model_validate(assignment.device), DeviceModel.model_validate(assignment.model)
+        except ValidationError as exc:
+            log.warning("mapper %s: assignment with an invalid device: %s", self.protocol, exc)
+            return None
+
+    async def _upsert(self, device: Device, model: DeviceModel) -> None:
+        key = device.key
+        mark = fingerprint(device, model)
+        if self._fingerprints.get(key) == mark:
+            return  # only desired values or status changed: deltas handle those, no restart
+        await self._remove(key)
+        worker = DeviceWorker(self, plan_device(self.driver_cls, device, model))
+        self.workers[key] = worker
+        self._fingerprints[key] = mark
+        worker.start()
+        log.info("mapper %s: serving %s", self.protocol, key)
+
+    async def _remove(self, key: str) -> None:
+        worker = self.workers.pop(key, None)
+        self._fingerprints.pop(key, None)
+        if worker is not None:
+            await worker.stop()
+            log.info("mapper %s: stopped serving %s", self.protocol, key)
+
+    def _on_delta(self, topic: str, payload: bytes) -> None:
+        worker = self._worker_for(topic)
+        if worker is None:
+            return
+        try:
+            body = json.loads(payload)
+            delta = body.get("delta") or {}
+        except (ValueError, AttributeError):
+            log.warning("mapper %s: unreadable delta on %s", self.protocol, topic)
+            return
+        worker.want({k: v for k, v in delta.items() if isinstance(v, str)})
+
+    def _on_twin(self, topic: str, payload: bytes) -> None:
+        worker = self._worker_for(topic)
+        if worker is None:
+            return
+        try:
+            body = json.loads(payload)
+        except ValueError:
+            return
+        if body.get("event_id") != f"{self.instance}:{worker.key}":
+            return
+        pending = {}
+        for name, twin in (body.get("twin") or {}).items():
+            expected = ((twin or {}).get("expected") or {}).get("value")
+            actual = ((twin or {}).get("actual") or {}).get("value")
+            if expected and expected != actual:
+                pending[name] = expected
+        worker.want(pending)
+
+    def _worker_for(self, topic: str) -> DeviceWorker | None:
+        try:
+            where = topics.parse_topic(topic)
+        except WireError:
+            return None
+        key = getattr(where, "device_key", None)
+        return self.workers.get(key) if key else None
+
+
+def _backoff(attempt: int, limit: float) -> float:
+    return min(limit, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+
+
+def _describe(exc: BaseException) -> str:
+    text = str(exc)
+    if isinstance(exc, asyncio.TimeoutError) and not text:
+        return "timed out"
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+async def _close(driver: Driver[Any, Any]) -> None:
+    with contextlib.suppress(Exception):
+        await driver.close()

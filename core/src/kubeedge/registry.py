@@ -1,0 +1,116 @@
+"""The devices this edge node serves, with their models: the one place sources feed and modules read.
+
+A source (the standalone manifest folder, later the cloud hub) calls :meth:`DeviceRegistry.replace`
+with everything it knows; the registry works out what was added, changed or removed and tells its
+listeners. Listeners are told only about devices whose *served form* changed: a status-only
+change never reaches a mapper (KubeEdge #6269 restarted devices on every status write).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Protocol
+
+from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class ServedDevice:
+    """A device as the edge serves it: model defaults merged in, with its model."""
+
+    device: Device
+    model: DeviceModel
+
+    @property
+    def key(self) -> str:
+        return self.device.key
+
+    @property
+    def protocol(self) -> str:
+        return self.device.protocol_name or ""
+
+    def fingerprint(self) -> str:
+        """Everything that matters to the edge; the status and bookkeeping metadata do not."""
+        spec = self.device.spec.model_dump_json(by_alias=True, exclude_none=True)
+        model = self.model.spec.model_dump_json(by_alias=True, exclude_none=True)
+        return spec + "\n" + model
+
+
+class RegistryListener(Protocol):
+    def device_added(self, served: ServedDevice) -> None: ...
+
+    def device_updated(self, served: ServedDevice, previous: ServedDevice) -> None: ...
+
+    def device_removed(self, served: ServedDevice) -> None: ...
+
+    def registry_synced(self, keys: set[str]) -> None:
+        """The source has given its full set (``keys``); anything else remembered is stale."""
+
+
+class DeviceRegistry:
+    """Devices for one node, keyed ``namespace/name``."""
+
+    def __init__(self, node: str) -> None:
+        self.node = node
+        self._devices: dict[str, ServedDevice] = {}
+        self._listeners: list[RegistryListener] = []
+
+    def add_listener(self, listener: RegistryListener) -> None:
+        """Register a listener; it is told about every device already known, as additions."""
+        self._listeners.append(listener)
+        for served in self._devices.values():
+            listener.device_added(served)
+
+    def get(self, key: str) -> ServedDevice | None:
+        return self._devices.get(key)
+
+    def __iter__(self) -> Iterable[ServedDevice]:  # type: ignore[misc]
+        return iter(list(self._devices.values()))
+
+    def __len__(self) -> int:
+        return len(self._devices)
+
+    def serves(self, device: Device) -> bool:
+        return not device.spec.node_name or device.spec.node_name == self.node
+
+    def replace(self, devices: Iterable[Device], models: Iterable[DeviceModel]) -> None:
+        """Make the registry hold exactly these devices (those for this node whose model is known)."""
+        by_key = {m.key: m for m in models}
+        wanted: dict[str, ServedDevice] = {}
+        for device in devices:
+            if not self.serves(device):
+                log.debug("device %s is for node %s, not %s", device.key, device.spec.node_name, self.node)
+                continue
+            model = by_key.get(f"{device.namespace}/{device.model_name}")
+            if model is None:
+                log.warning("device %s: DeviceModel %s not found; not served", device.key, device.model_name)
+                continue
+            wanted[device.key] = ServedDevice(apply_model_defaults(device, model), model)
+        for key in [k for k in self._devices if k not in wanted]:
+            self._remove(key)
+        for served in wanted.values():
+            self._put(served)
+        for listener in self._listeners:
+            listener.registry_synced(set(self._devices))
+
+    def _put(self, served: ServedDevice) -> None:
+        previous = self._devices.get(served.key)
+        if previous is not None and previous.fingerprint() == served.fingerprint():
+            return
+        self._devices[served.key] = served
+        for listener in self._listeners:
+            if previous is None:
+                listener.device_added(served)
+            else:
+                listener.device_updated(served, previous)
+        log.info("device %s %s (protocol %s)", served.key, "updated" if previous else "added", served.protocol)
+
+    def _remove(self, key: str) -> None:
+        served = self._devices.pop(key)
+        for listener in self._listeners:
+            listener.device_removed(served)
+        log.info("device %s removed", key)

@@ -1,0 +1,90 @@
+"""The simulated devices' world: values, written values, and faults a test can switch on.
+
+One :data:`SIMULATOR` per process, shared by every virtual driver instance in it, so a test (or
+the demo) can make a device unreachable, make a property fail, or look at what was written.
+"""
+
+from __future__ import annotations
+
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass
+class SimulatedProperty:
+    generator: str
+    value: Any
+    step: float = 1.0
+    minimum: float | None = None
+    maximum: float | None = None
+    period: float = 60.0
+    amplitude: float = 1.0
+    phase: float = 0.0
+    reads: int = 0
+    written: bool = False
+    started: float = field(default_factory=time.monotonic)
+
+    def next(self, rng: random.Random) -> Any:
+        self.reads += 1
+        if self.written or self.generator == "constant":
+            return self.value
+        if self.generator == "counter":
+            value = (self.value or 0) + self.step
+            if self.maximum is not None and value > self.maximum:
+                value = self.minimum if self.minimum is not None else 0
+            self.value = value
+        elif self.generator == "random-walk":
+            value = (self.value or 0) + rng.uniform(-self.step, self.step)
+            if self.minimum is not None:
+                value = max(self.minimum, value)
+            if self.maximum is not None:
+                value = min(self.maximum, value)
+            self.value = value
+        elif self.generator == "sine":
+            phase = 2 * math.pi * (time.monotonic() - self.started) / self.period + self.phase
+            return (self.value or 0) + self.amplitude * math.sin(phase)
+        return self.value
+
+
+@dataclass
+class SimulatedDevice:
+    key: str
+    seed: int | None
+    properties: dict[str, SimulatedProperty] = field(default_factory=dict)
+    reachable: bool = True
+    failing: dict[str, str] = field(default_factory=dict)
+    writes: list[tuple[str, Any]] = field(default_factory=list)
+    connects: int = 0
+
+    def __post_init__(self) -> None:
+        self.rng = random.Random(self.seed)  # noqa: S311 - simulation, not cryptography
+
+
+class Simulator:
+    def __init__(self) -> None:
+        self.devices: dict[str, SimulatedDevice] = {}
+
+    def device(self, key: str, seed: int | None = None) -> SimulatedDevice:
+        if key not in self.devices:
+            self.devices[key] = SimulatedDevice(key, seed)
+        return self.devices[key]
+
+    def set_reachable(self, key: str, reachable: bool) -> None:
+        self.device(key).reachable = reachable
+
+    def fail(self, key: str, prop: str, message: str | None) -> None:
+        """Make reads and writes of one property fail with ``message`` (None: work again)."""
+        device = self.device(key)
+        if message is None:
+            device.failing.pop(prop, None)
+        else:
+            device.failing[prop] = message
+
+    def reset(self) -> None:
+        self.devices.clear()
+
+
+SIMULATOR = Simulator()
