@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Every distribution of this repository, installed editable side by side.
-DISTRIBUTIONS := -e core
+DISTRIBUTIONS := -e core -e mappers/virtual
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install bench clean
@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml core/pyproject.toml $(wildcard mappers/*/pyproject.toml
 install: $(STAMP)
 
 demo: install
-	$(BIN)/kubeedge validate -f examples/
+	$(BIN)/kubeedge demo
 
 lint: install
 	$(BIN)/ruff check .

@@ -7,9 +7,10 @@ import pytest
 import yaml
 from hypothesis import given
 from hypothesis import strategies as st
+from pydantic import ValidationError
+
 from kubeedge.api import Device, DeviceModel, apply_model_defaults
 from kubeedge.api.manifests import read_documents
-from pydantic import ValidationError
 
 json_values = st.recursive(
     st.none()

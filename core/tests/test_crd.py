@@ -11,10 +11,11 @@ from click.testing import CliRunner
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 from jsonschema import Draft7Validator
+from pydantic import ValidationError
+
 from kubeedge.api import Device, DeviceModel
 from kubeedge.api.crd import crds, device_crd, device_model_crd
 from kubeedge.cli import cli
-from pydantic import ValidationError
 
 
 def to_json_schema(node: Any) -> Any:

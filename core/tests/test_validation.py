@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 import yaml
 from click.testing import CliRunner
+
 from kubeedge.api.manifests import parse_documents
 from kubeedge.api.validation import validate_documents
 from kubeedge.cli import cli

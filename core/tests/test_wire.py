@@ -6,6 +6,7 @@ import struct
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
+
 from kubeedge.api import topics
 from kubeedge.api.twin import (
     DeviceStateResult,

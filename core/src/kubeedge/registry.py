@@ -9,7 +9,7 @@ change never reaches a mapper (KubeEdge #6269 restarted devices on every status 
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -68,7 +68,7 @@ class DeviceRegistry:
     def get(self, key: str) -> ServedDevice | None:
         return self._devices.get(key)
 
-    def __iter__(self) -> Iterable[ServedDevice]:  # type: ignore[misc]
+    def __iter__(self) -> Iterator[ServedDevice]:
         return iter(list(self._devices.values()))
 
     def __len__(self) -> int:
@@ -107,7 +107,9 @@ class DeviceRegistry:
                 listener.device_added(served)
             else:
                 listener.device_updated(served, previous)
-        log.info("device %s %s (protocol %s)", served.key, "updated" if previous else "added", served.protocol)
+        log.info(
+            "device %s %s (protocol %s)", served.key, "updated" if previous else "added", served.protocol
+        )
 
     def _remove(self, key: str) -> None:
         served = self._devices.pop(key)

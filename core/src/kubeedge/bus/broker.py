@@ -22,7 +22,7 @@ log = logging.getLogger(__name__)
 EDGE_DOLLAR_PREFIXES = ("$hw/", "$ke/")
 
 
-class _EdgeBroker(Broker):
+class _EdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
     async def _handle_message_delivery(
         self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]
     ) -> bool:
@@ -31,7 +31,9 @@ class _EdgeBroker(Broker):
         if not topic or not topic.startswith(EDGE_DOLLAR_PREFIXES) or "#" in topic or "+" in topic:
             return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
         client_id = client_session.client_id
-        await self.plugins_manager.fire_event(BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message)
+        await self.plugins_manager.fire_event(
+            BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message
+        )
         if await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
             await self.plugins_manager.fire_event(
                 BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message

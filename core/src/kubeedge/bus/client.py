@@ -22,6 +22,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
+from paho.mqtt.enums import CallbackAPIVersion
 
 from kubeedge.errors import ConfigError
 
@@ -121,7 +122,7 @@ class BusClient:
         self._keepalive = keepalive
         self._max_backoff = max_backoff
         self._client = _BufferedClient(
-            mqtt.CallbackAPIVersion.VERSION2,
+            CallbackAPIVersion.VERSION2,
             client_id=self.client_id,
             protocol=mqtt.MQTTv311,
             reconnect_on_failure=False,
@@ -205,7 +206,7 @@ class BusClient:
 
         def on_message(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
             try:
-                handler(message.topic, message.payload)
+                handler(message.topic, bytes(message.payload))
             except Exception:  # a failing handler must not break the connection
                 log.exception("handler for %s failed on %s", topic_filter, message.topic)
 
@@ -299,7 +300,7 @@ class BusClient:
         self._client.loop_write()
 
     def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return
         self._loop.call_soon_threadsafe(self._unwatch, sock)
 
@@ -315,7 +316,7 @@ class BusClient:
             self._lost.set()
 
     def _on_register_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return
         if self._loop.is_running() and _in_loop_thread(self._loop):
             self._loop.add_writer(sock, self._writable)
@@ -323,7 +324,7 @@ class BusClient:
             self._loop.call_soon_threadsafe(self._loop.add_writer, sock, self._writable)
 
     def _on_unregister_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
-        if self._loop is None:
+        if self._loop is None or self._loop.is_closed():
             return
         if _in_loop_thread(self._loop):
             self._loop.remove_writer(sock)

@@ -8,6 +8,7 @@ device. Everything lives in a temporary folder that is removed at the end (unles
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
 import signal
 import tempfile
@@ -38,8 +39,12 @@ SHOWCASE_VALUE = "23.5"
 @click.command()
 @click.option("--duration", type=float, default=None, help="Stop after this many seconds (default: Ctrl-C).")
 @click.option("--port", type=int, default=0, help="Port of the embedded broker (default: a free one).")
-@click.option("--keep", type=click.Path(file_okay=False, path_type=Path), default=None,
-              help="Work in this folder and keep it (config, manifests, twin database).")
+@click.option(
+    "--keep",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=None,
+    help="Work in this folder and keep it (config, manifests, twin database).",
+)
 def demo(duration: float | None, port: int, keep: Path | None) -> None:
     """A live edge with simulated devices: twins refresh, a desired value lands.
 
@@ -123,10 +128,8 @@ async def _run(config_path: Path, duration: float | None) -> None:
 
 
 async def _wait(event: asyncio.Event, seconds: float) -> None:
-    try:
+    with contextlib.suppress(TimeoutError):
         await asyncio.wait_for(event.wait(), seconds)
-    except TimeoutError:
-        pass
 
 
 class _Showcase:
@@ -191,7 +194,9 @@ def _table(core: Any) -> Table:
                 _state(device.state) if first else "",
                 name,
                 record.type,
-                f"[yellow]{escape(record.expected)}[/]" if pending and record.expected else escape(record.expected or ""),
+                f"[yellow]{escape(record.expected)}[/]"
+                if pending and record.expected
+                else escape(record.expected or ""),
                 reported,
                 age,
             )

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import signal
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -29,7 +30,9 @@ def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
         "--config",
         "config_path",
         type=click.Path(dir_okay=False, path_type=Path),
-        default=lambda: os.environ.get("KUBEEDGE_CONFIG") or ("edge.yaml" if Path("edge.yaml").exists() else None),
+        default=lambda: (
+            os.environ.get("KUBEEDGE_CONFIG") or ("edge.yaml" if Path("edge.yaml").exists() else None)
+        ),
         help="Edge configuration file [env KUBEEDGE_CONFIG; default ./edge.yaml if present].",
     )(func)
 
@@ -76,14 +79,9 @@ def edge_run(config_path: Path | None) -> None:
     core = EdgeCore(config)
 
     async def main() -> None:
+        stop = _stop_on_signals()
         await core.start()
         _print_started(core)
-        stop = asyncio.Event()
-        import signal
-
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
         try:
             await stop.wait()
         finally:
@@ -91,6 +89,15 @@ def edge_run(config_path: Path | None) -> None:
             await core.stop()
 
     _run(main())
+
+
+def _stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (installed first, so an early signal is not lost)."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(sig, stop.set)
+    return stop
 
 
 def _print_started(core: Any) -> None:
@@ -131,17 +138,15 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     runtime_settings, driver_settings = mapper_settings(name, driver_cls, entry.settings if entry else {})
 
     async def main() -> None:
-        import signal
-
+        stop = _stop_on_signals()
         bus = _bus(config, f"mapper-{name}-{os.getpid()}")
         await bus.start(timeout=None)
         runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)
         await runtime.start()
-        console.print(f"[bold green]mapper {name} running[/] for node {config.node} on {bus.address.host}:{bus.address.port}")
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+        console.print(
+            f"[bold green]mapper {name} running[/] for node {config.node} "
+            f"on {bus.address.host}:{bus.address.port}"
+        )
         try:
             await stop.wait()
         finally:
@@ -234,7 +239,10 @@ def device_get(name: str, config_path: Path | None) -> None:
 
     entry, twin = _run(_with_edge(config, fetch))
     if entry is not None:
-        console.print(f"[bold]{escape(entry['id'])}[/]  state {_state(entry.get('state'))}  last online {entry.get('last_online') or '-'}")
+        console.print(
+            f"[bold]{escape(entry['id'])}[/]  state {_state(entry.get('state'))}  "
+            f"last online {entry.get('last_online') or '-'}"
+        )
     table = Table(box=None, header_style="bold")
     for column in ("PROPERTY", "TYPE", "DESIRED", "REPORTED", "UPDATED", "ERROR"):
         table.add_column(column)
@@ -261,7 +269,9 @@ def twin() -> None:
 @click.argument("name")
 @click.argument("prop")
 @click.argument("value")
-@click.option("--wait/--no-wait", default=True, show_default=True, help="Wait until the device reports the value.")
+@click.option(
+    "--wait/--no-wait", default=True, show_default=True, help="Wait until the device reports the value."
+)
 @click.option("--timeout", default=10.0, show_default=True, help="Seconds to wait for the device.")
 @config_option
 def twin_set(name: str, prop: str, value: str, wait: bool, timeout: float, config_path: Path | None) -> None:
@@ -299,7 +309,9 @@ def _reported(twin: dict[str, Any]) -> str | None:
 
 
 def _state(state: str | None) -> str:
-    colour = {"online": "green", "ok": "green", "offline": "red", "unhealthy": "yellow"}.get(state or "", "dim")
+    colour = {"online": "green", "ok": "green", "offline": "red", "unhealthy": "yellow"}.get(
+        state or "", "dim"
+    )
     return f"[{colour}]{state or 'unknown'}[/]"
 
 

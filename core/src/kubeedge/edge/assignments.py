@@ -22,13 +22,15 @@ log = logging.getLogger(__name__)
 
 
 def status_payload(state: str, instance: str) -> bytes:
-    return EdgeStatus(state=state, instance=instance, timestamp=now_ms()).to_json()  # type: ignore[arg-type]
+    return EdgeStatus.model_validate({"state": state, "instance": instance, "timestamp": now_ms()}).to_json()
 
 
 class AssignmentPublisher:
     """A registry listener that publishes each protocol's devices to its mappers."""
 
-    def __init__(self, node: str, bus: BusClient, registry: DeviceRegistry, instance: str | None = None) -> None:
+    def __init__(
+        self, node: str, bus: BusClient, registry: DeviceRegistry, instance: str | None = None
+    ) -> None:
         self.node = node
         self.bus = bus
         self.registry = registry
@@ -83,13 +85,17 @@ class AssignmentPublisher:
         log.info("assignments: mapper %s (%s) says hello; %d device(s)", protocol, hello.name, len(devices))
         for part in range(parts):
             chunk = devices[part * SNAPSHOT_PART_SIZE : (part + 1) * SNAPSHOT_PART_SIZE]
-            self._send(protocol, AssignmentMessage(kind="snapshot", part=part + 1, parts=parts, devices=chunk))
+            self._send(
+                protocol, AssignmentMessage(kind="snapshot", part=part + 1, parts=parts, devices=chunk)
+            )
 
     def _send(self, protocol: str, message: AssignmentMessage) -> None:
         if not protocol:
             return
         message.instance = self.instance
-        self.bus.publish(topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), message.to_json(), qos=1)
+        self.bus.publish(
+            topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), message.to_json(), qos=1
+        )
 
 
 def _assignment(served: ServedDevice) -> Assignment:

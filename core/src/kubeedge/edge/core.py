@@ -3,9 +3,7 @@ publisher and the enabled edge modules, started in order and stopped in reverse.
 
 from __future__ import annotations
 
-import asyncio
 import logging
-import signal
 import uuid
 from typing import Any
 
@@ -134,18 +132,6 @@ class EdgeCore:
     def module(self, name: str) -> Any:
         assert self.context is not None
         return self.context.modules.get(name)
-
-    async def run_until_signalled(self) -> None:
-        """Start, then run until SIGINT or SIGTERM; stop cleanly."""
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
-        await self.start()
-        try:
-            await stop.wait()
-        finally:
-            await self.stop()
 
 
 def _instance_id() -> str:

@@ -14,20 +14,31 @@ from kubeedge.module import EdgeContext, EdgeModule
 log = logging.getLogger(__name__)
 
 
-def mapper_settings(protocol: str, driver_cls: Any, settings: dict[str, Any]) -> tuple[MapperSettings, BaseModel]:
+def mapper_settings(
+    protocol: str, driver_cls: Any, settings: dict[str, Any]
+) -> tuple[MapperSettings, BaseModel]:
     """Split ``mappers.NAME`` into runtime settings and the driver's own; errors name the key."""
-    runtime_keys = set(MapperSettings.model_fields)
+    runtime_keys = {name for name, f in MapperSettings.model_fields.items()} | {
+        f.alias for f in MapperSettings.model_fields.values() if f.alias
+    }
     runtime = {k: v for k, v in settings.items() if k in runtime_keys}
     own = {k: v for k, v in settings.items() if k not in runtime_keys}
-    try:
-        return MapperSettings.model_validate(runtime), driver_cls.settings_model.model_validate(own)
-    except ValidationError as exc:
-        lines = [
-            f"mappers.{protocol}.{'.'.join(map(str, e['loc']))}: "
-            + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
-            for e in exc.errors()
-        ]
-        raise ConfigError("\n".join(lines)) from None
+    lines: list[str] = []
+    results: list[BaseModel] = []
+    for model, values in ((MapperSettings, runtime), (driver_cls.settings_model, own)):
+        try:
+            results.append(model.model_validate(values))
+        except ValidationError as exc:
+            lines += [
+                f"mappers.{protocol}.{'.'.join(map(str, e['loc']))}: "
+                + ("unknown key" if e["type"] == "extra_forbidden" else e["msg"])
+                for e in exc.errors()
+            ]
+    if lines:
+        raise ConfigError("\n".join(lines))
+    runtime_settings, driver_settings = results
+    assert isinstance(runtime_settings, MapperSettings)
+    return runtime_settings, driver_settings
 
 
 class MappersModule(EdgeModule):
@@ -48,7 +59,13 @@ class MappersModule(EdgeModule):
         prepared = []
         for protocol in enabled:
             driver_cls = drivers[protocol]
-            prepared.append((protocol, driver_cls, *mapper_settings(protocol, driver_cls, config.mappers[protocol].settings)))
+            prepared.append(
+                (
+                    protocol,
+                    driver_cls,
+                    *mapper_settings(protocol, driver_cls, config.mappers[protocol].settings),
+                )
+            )
         for protocol, driver_cls, runtime_settings, driver_settings in prepared:
             bus = self.context.new_bus_client(f"mapper-{protocol}")
             await bus.start()

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from watchfiles import awatch
 
 from kubeedge.api.device import Device, DeviceModel
-from kubeedge.api.manifests import read_documents
+from kubeedge.api.manifests import manifest_files, read_documents
 from kubeedge.api.validation import validate_documents
 from kubeedge.errors import ConfigError
 from kubeedge.module import EdgeContext, EdgeModule
@@ -29,6 +29,9 @@ class StandaloneSettings(BaseModel):
 
     debounce_ms: int = Field(default=300, alias="debounceMs", ge=10)
     """How long changes must settle before the folder is read again."""
+    rescan_ms: int = Field(default=5000, alias="rescanMs", ge=50)
+    """A safety net under file events (which some filesystems do not send): the folder's file
+    list, sizes and times are compared this often, and a difference reads it again."""
 
 
 class StandaloneSource(EdgeModule):
@@ -40,9 +43,12 @@ class StandaloneSource(EdgeModule):
         assert isinstance(settings, StandaloneSettings)
         folder = context.config.manifests
         if folder is None:
-            raise ConfigError("module standalone needs 'manifests': the folder of Device/DeviceModel manifests")
+            raise ConfigError(
+                "module standalone needs 'manifests': the folder of Device/DeviceModel manifests"
+            )
         self.folder = folder
         self._good: dict[str, list[Any]] = {}
+        self._seen: list[tuple[str, int, int]] = []
         self._task: asyncio.Task[None] | None = None
         self._stop = asyncio.Event()
         self.reloads = 0
@@ -62,15 +68,34 @@ class StandaloneSource(EdgeModule):
     async def _watch(self) -> None:
         settings = self.settings
         assert isinstance(settings, StandaloneSettings)
-        async for _changes in awatch(self.folder, debounce=settings.debounce_ms, stop_event=self._stop):
+        async for changes in awatch(
+            self.folder,
+            debounce=settings.debounce_ms,
+            stop_event=self._stop,
+            rust_timeout=settings.rescan_ms,
+            yield_on_timeout=True,
+        ):
+            if not changes and self._signature() == self._seen:
+                continue
             try:
                 self.reload()
             except Exception:
                 log.exception("standalone: reading %s failed", self.folder)
 
+    def _signature(self) -> list[tuple[str, int, int]]:
+        out = []
+        for path in manifest_files(self.folder):
+            try:
+                stat = path.stat()
+            except OSError:
+                continue
+            out.append((str(path), stat.st_mtime_ns, stat.st_size))
+        return out
+
     def reload(self) -> None:
         """Read the folder and make the registry match it."""
         self.reloads += 1
+        self._seen = self._signature()
         documents, read_problems = read_documents([self.folder])
         report = validate_documents(documents)
         bad_files = {p.source for p in read_problems} | {p.source for p in report.all_problems}
@@ -90,7 +115,8 @@ class StandaloneSource(EdgeModule):
         self._good = current
         everything = [obj for objs in current.values() for obj in objs]
         self.context.registry.replace(
-            [o for o in everything if isinstance(o, Device)], [o for o in everything if isinstance(o, DeviceModel)]
+            [o for o in everything if isinstance(o, Device)],
+            [o for o in everything if isinstance(o, DeviceModel)],
         )
 
     @property

@@ -66,12 +66,15 @@ class ReportState:
 
     def _changed(self, value: Value, text: str) -> bool:
         last = self.value
-        numeric = isinstance(value, int | float) and not isinstance(value, bool)
-        if numeric and isinstance(last, int | float) and not isinstance(last, bool):
+        if _is_number(value) and _is_number(last):
+            assert isinstance(value, int | float) and isinstance(last, int | float)
             delta = abs(value - last)
             if self.policy.deadband is not None and delta <= self.policy.deadband:
                 return False
-            if self.policy.deadband_percent is not None and delta <= abs(last) * self.policy.deadband_percent / 100:
+            if (
+                self.policy.deadband_percent is not None
+                and delta <= abs(last) * self.policy.deadband_percent / 100
+            ):
                 return False
             return delta > 0 or text != self.text
         return text != self.text
@@ -79,3 +82,7 @@ class ReportState:
     def reported(self, value: Value, text: str, now: float) -> None:
         self.value, self.text, self.at = value, text, now
         self.error = None
+
+
+def _is_number(value: object) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool)

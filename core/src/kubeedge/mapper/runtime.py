@@ -28,7 +28,8 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import BaseModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic.alias_generators import to_camel
 
 from kubeedge.api import topics
 from kubeedge.api.assignment import Assignment, AssignmentMessage, EdgeStatus, MapperHello
@@ -47,11 +48,16 @@ UNREACHABLE = (DeviceUnreachable, OSError, asyncio.TimeoutError, ConnectionError
 
 
 class MapperSettings(BaseModel):
-    """Runtime settings every mapper has (besides its driver's own)."""
+    """Runtime settings every mapper has, besides its driver's own (``mappers.NAME.*``)."""
 
-    connect_timeout: float = 10.0
-    read_timeout: float = 10.0
-    max_backoff: float = 30.0
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    connect_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a device may take to connect."""
+    read_timeout: float = Field(default=10.0, gt=0)
+    """Seconds a read (of one batch) or a write may take before the device counts as unreachable."""
+    max_backoff: float = Field(default=30.0, gt=0)
+    """Longest wait between reconnection attempts, seconds."""
 
 
 @dataclass
@@ -133,7 +139,13 @@ def _problems(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
     out = []
     for error in exc.errors():
         kind = error["type"]
-        message = "unknown key" if kind == "extra_forbidden" else "required key is missing" if kind == "missing" else error["msg"]
+        message = (
+            "unknown key"
+            if kind == "extra_forbidden"
+            else "required key is missing"
+            if kind == "missing"
+            else error["msg"]
+        )
         out.append(f"{format_path((*prefix, *error['loc']))}: {message}")
     return out
 
@@ -150,6 +162,8 @@ class DeviceWorker:
         self.state: str | None = None
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
+        self._written: dict[str, str] = {}
+        """Desired values written since the last (re)connect."""
         self._desired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connects = 0
@@ -172,8 +186,12 @@ class DeviceWorker:
             if plan is None:
                 continue
             if plan.prop.read_only:
-                self._publish_twins({name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}})
+                self._publish_twins(
+                    {name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}}
+                )
                 continue
+            if self._written.get(name) == value:
+                continue  # the same desired value seen twice (delta and twin/get): write once
             self._desired[name] = value
         if self._desired:
             self._desired_event.set()
@@ -191,7 +209,9 @@ class DeviceWorker:
         attempt = 0
         settings = self.runtime.settings
         while True:
-            driver = self.runtime.driver_cls(self.plan.device, self.plan.model, self.plan.config, self.runtime.driver_settings)
+            driver = self.runtime.driver_cls(
+                self.plan.device, self.plan.model, self.plan.config, self.runtime.driver_settings
+            )
             self.driver = driver
             try:
                 await asyncio.wait_for(driver.connect(), settings.connect_timeout)
@@ -206,6 +226,7 @@ class DeviceWorker:
                 await asyncio.sleep(_backoff(attempt, settings.max_backoff))
                 continue
             self.connects += 1
+            self._written.clear()
             attempt = 0
             self._set_state("online")
             self.runtime.request_twin(self)
@@ -284,7 +305,10 @@ class DeviceWorker:
         if not had_error and not report.should_report(value, text, now):
             return None
         report.reported(value, text, now)
-        return {"actual": {"value": text, "metadata": {"timestamp": read_at}}, "metadata": {"type": prop.type}}
+        return {
+            "actual": {"value": text, "metadata": {"timestamp": read_at}},
+            "metadata": {"type": prop.type},
+        }
 
     def _property_error(self, plan: PropertyPlan, message: str) -> dict[str, Any] | None:
         if plan.report.error == message:
@@ -326,7 +350,9 @@ class DeviceWorker:
             value = parse_value(prop.type, text)
             check_range(value, prop.minimum, prop.maximum)
         except ValueError as exc:
-            self._publish_twins({name: {"metadata": {"type": prop.type, "error": f"desired {text!r}: {exc}"}}})
+            self._publish_twins(
+                {name: {"metadata": {"type": prop.type, "error": f"desired {text!r}: {exc}"}}}
+            )
             return
         try:
             await asyncio.wait_for(driver.write(prop, value), self.runtime.settings.read_timeout)
@@ -335,13 +361,19 @@ class DeviceWorker:
             raise
         except Exception as exc:
             log.info("device %s: writing %s=%r failed: %s", self.key, name, text, _describe(exc))
-            self._publish_twins({name: {"metadata": {"type": prop.type, "error": f"write failed: {_describe(exc)}"}}})
+            self._publish_twins(
+                {name: {"metadata": {"type": prop.type, "error": f"write failed: {_describe(exc)}"}}}
+            )
             return
+        self._written[name] = text
         read_at = now_ms()
         plan.report.error = None
         entry = self._convert(plan, read_back, asyncio.get_running_loop().time(), read_at)
         if entry is None:  # unchanged by policy: still confirm the read-back
-            entry = {"actual": {"value": plan.report.text, "metadata": {"timestamp": read_at}}, "metadata": {"type": prop.type}}
+            entry = {
+                "actual": {"value": plan.report.text, "metadata": {"timestamp": read_at}},
+                "metadata": {"type": prop.type},
+            }
         self._publish_twins({name: entry}, read_at)
 
     # ----------------------------------------------------------------- bus output
@@ -397,7 +429,9 @@ class MapperRuntime:
         """Subscribe and say hello; devices arrive as the edge answers. Call after ``bus.start``."""
         self.bus.subscribe(topics.edge_topic(self.node, topics.EDGE_STATUS), self._on_edge_status, qos=1)
         self.bus.subscribe(
-            topics.mapper_topic(self.node, self.protocol, topics.MAPPER_ASSIGNMENTS), self._on_assignments, qos=1
+            topics.mapper_topic(self.node, self.protocol, topics.MAPPER_ASSIGNMENTS),
+            self._on_assignments,
+            qos=1,
         )
         self.bus.subscribe(f"{topics.DEVICE_PREFIX}+/+/{topics.TWIN_UPDATE_DELTA}", self._on_delta, qos=1)
         self.bus.subscribe(f"{topics.DEVICE_PREFIX}+/+/{topics.TWIN_GET_RESULT}", self._on_twin, qos=1)
@@ -411,7 +445,9 @@ class MapperRuntime:
 
     def _hello(self) -> None:
         hello = MapperHello(instance=self.instance, name=self.name)
-        self.bus.publish(topics.mapper_topic(self.node, self.protocol, topics.MAPPER_HELLO), hello.to_json(), qos=1)
+        self.bus.publish(
+            topics.mapper_topic(self.node, self.protocol, topics.MAPPER_HELLO), hello.to_json(), qos=1
+        )
 
     def request_twin(self, worker: DeviceWorker) -> None:
         """Ask the edge for a device's twin, to write desired values that are still pending."""
@@ -533,7 +569,7 @@ class MapperRuntime:
 
 
 def _backoff(attempt: int, limit: float) -> float:
-    return min(limit, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0)  # noqa: S311 - jitter
+    return float(min(limit, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
 
 
 def _describe(exc: BaseException) -> str:

@@ -33,7 +33,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from kubeedge.api import topics
 from kubeedge.api.topics import DeviceTopic, NodeTopic
-from kubeedge.api.twin import DEVICE_STATES, DeviceStateUpdate, MsgTwin, TwinUpdate, new_event_id, now_ms, parse
+from kubeedge.api.twin import (
+    DEVICE_STATES,
+    DeviceStateUpdate,
+    MsgTwin,
+    TwinUpdate,
+    new_event_id,
+    now_ms,
+    parse,
+)
 from kubeedge.api.values import check_range, normalize_type, parse_value, twin_type
 from kubeedge.errors import WireError
 from kubeedge.module import EdgeContext, EdgeModule
@@ -96,6 +104,7 @@ class TwinModule(EdgeModule):
         self._wake = asyncio.Event()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-db")
         self._writer: asyncio.Task[None] | None = None
+        self._writing = False
         self._stopping = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -123,7 +132,7 @@ class TwinModule(EdgeModule):
 
     async def flush(self) -> None:
         """Wait until everything applied so far is committed and published."""
-        while self._has_pending() or self._wake.is_set():
+        while self._has_pending() or self._wake.is_set() or self._writing:
             await asyncio.sleep(0.002)
 
     def _has_pending(self) -> bool:
@@ -154,7 +163,9 @@ class TwinModule(EdgeModule):
         result_topic = topics.device_topic(where.namespace, where.name, action + "/result")
         if len(payload) > self.max_payload:
             reason = f"message of {len(payload)} bytes exceeds the {self.max_payload}-byte limit"
-            self._error_to(result_topic, _event_id(payload[:200]), 413, f"device {where.device_key}: {reason}")
+            self._error_to(
+                result_topic, _event_id(payload[:200]), 413, f"device {where.device_key}: {reason}"
+            )
             return
         if action == topics.TWIN_UPDATE:
             self._twin_update(where, payload, result_topic)
@@ -163,7 +174,14 @@ class TwinModule(EdgeModule):
         elif action == topics.STATE_UPDATE:
             self._state_update(where, payload, result_topic)
         elif action == topics.TWIN_CLOUD_UPDATED:
-            self._error_to(result_topic, _event_id(payload), 501, "twin/cloud_updated comes from the cloud hub")
+            self._error_to(
+                result_topic, _event_id(payload), 501, "twin/cloud_updated comes from the cloud hub"
+            )
+        else:
+            known = ", ".join(sorted(topics.INBOUND_DEVICE_ACTIONS))
+            self._error_to(
+                result_topic, _event_id(payload), 400, f"unknown action {action!r} (known: {known})"
+            )
 
     # ----------------------------------------------------------------- twin/update
 
@@ -201,7 +219,9 @@ class TwinModule(EdgeModule):
                 self._mark(key, name)
                 document[name] = {"last": before, "current": None if record.deleted else _wire(record)}
             expected_changed |= expected
-        result = {name: (None if device.twins[name].deleted else _wire(device.twins[name])) for name in message.twin}
+        result = {
+            name: (None if device.twins[name].deleted else _wire(device.twins[name])) for name in message.twin
+        }
         self._emit(result_topic, {"event_id": message.event_id, "timestamp": now, "twin": result})
         if document:
             self._emit(
@@ -243,7 +263,9 @@ class TwinModule(EdgeModule):
         return problems
 
     @staticmethod
-    def _apply(device: DeviceRecord, name: str, twin: MsgTwin | None, ts: int) -> tuple[TwinRecord, bool, bool]:
+    def _apply(
+        device: DeviceRecord, name: str, twin: MsgTwin | None, ts: int
+    ) -> tuple[TwinRecord, bool, bool]:
         """Apply one twin of an update (already checked); returns (record, changed, expected changed)."""
         record = device.twins.get(name)
         if twin is None:
@@ -266,7 +288,11 @@ class TwinModule(EdgeModule):
         elif twin.optional is False and record.optional:
             record.optional = False
             changed = True
-        if twin.expected is not None and twin.expected.value is not None and twin.expected.value != record.expected:
+        if (
+            twin.expected is not None
+            and twin.expected.value is not None
+            and twin.expected.value != record.expected
+        ):
             record.expected = twin.expected.value
             record.expected_ts = _value_ts(twin.expected.metadata, ts)
             record.expected_edge += 1
@@ -291,7 +317,9 @@ class TwinModule(EdgeModule):
 
     def _emit_delta(self, device: DeviceRecord) -> None:
         twins = {
-            name: r for name, r in device.twins.items() if not r.deleted and r.expected and r.expected != r.actual
+            name: r
+            for name, r in device.twins.items()
+            if not r.deleted and r.expected and r.expected != r.actual
         }
         if not twins:
             return
@@ -311,7 +339,9 @@ class TwinModule(EdgeModule):
         event_id = _event_id(payload)
         device = self.devices.get(where.device_key)
         if device is None:
-            self._error_to(result_topic, event_id, 404, f"Device {where.device_key} not found while getting twin")
+            self._error_to(
+                result_topic, event_id, 404, f"Device {where.device_key} not found while getting twin"
+            )
         else:
             twins = {name: _wire(r) for name, r in device.twins.items() if not r.deleted}
             self._emit(result_topic, {"event_id": event_id, "timestamp": now_ms(), "twin": twins})
@@ -326,13 +356,18 @@ class TwinModule(EdgeModule):
             return
         device = self.devices.get(key)
         if device is None:
-            self._error_to(result_topic, message.event_id, 404, f"device {key} does not exist on node {self.node}")
+            self._error_to(
+                result_topic, message.event_id, 404, f"device {key} does not exist on node {self.node}"
+            )
             return
         state = (message.state or "").lower()
         if state not in DEVICE_STATES:
             allowed = ", ".join(sorted(DEVICE_STATES))
             self._error_to(
-                result_topic, message.event_id, 400, f"device {key}: state {message.state!r} is not one of {allowed}"
+                result_topic,
+                message.event_id,
+                400,
+                f"device {key}: state {message.state!r} is not one of {allowed}",
             )
             return
         if state in ("online", "ok"):
@@ -456,7 +491,9 @@ class TwinModule(EdgeModule):
         self._pending.deleted_twins.discard((key, name))
 
     def _emit(self, topic: str, body: dict[str, Any]) -> None:
-        self._pending.outputs.append((topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode()))
+        self._pending.outputs.append(
+            (topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
+        )
 
     def _error_to(self, topic: str, event_id: str, code: int, reason: str) -> None:
         self.stats.errors += 1
@@ -484,6 +521,7 @@ class TwinModule(EdgeModule):
         while True:
             await self._wake.wait()
             self._wake.clear()
+            self._writing = True
             batch, outputs, stamps = self._take()
             if batch:
                 try:
@@ -498,6 +536,7 @@ class TwinModule(EdgeModule):
             if stamps:
                 done = time.time() * 1000
                 self.stats.latencies_ms.extend(done - stamp for stamp in stamps)
+            self._writing = False
 
 
 def _wire(record: TwinRecord) -> dict[str, Any]:

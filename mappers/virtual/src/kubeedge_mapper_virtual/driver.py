@@ -95,7 +95,7 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
 
     def _property(self, prop: Property[VirtualVisitor]) -> SimulatedProperty:
         simulated = self.sim.properties.get(prop.name)
-        if simulated is None:
+        if simulated is None or simulated.visitor != prop.visitor:  # new, or reconfigured
             v = prop.visitor
             simulated = SimulatedProperty(
                 generator=v.generator,
@@ -106,6 +106,7 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
                 period=v.period,
                 amplitude=v.amplitude,
                 phase=self.sim.rng.uniform(0, 2 * math.pi) if v.generator == "sine" else 0.0,
+                visitor=v,
             )
             self.sim.properties[prop.name] = simulated
         return simulated

@@ -23,6 +23,7 @@ class SimulatedProperty:
     period: float = 60.0
     amplitude: float = 1.0
     phase: float = 0.0
+    visitor: Any = None
     reads: int = 0
     written: bool = False
     started: float = field(default_factory=time.monotonic)

@@ -1,0 +1,1 @@
+"""The mapper runtime: runs a protocol driver for every device assigned to it."""

@@ -1,0 +1,1 @@
+"""The device twin module and its SQLite store."""
