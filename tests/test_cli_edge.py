@@ -25,7 +25,9 @@ async def kubeedge(*args: str, timeout: float = 30) -> tuple[int, str]:
     except TimeoutError:
         process.kill()
         output, _ = await process.communicate()
-        raise AssertionError(f"kubeedge {' '.join(args)} did not finish in {timeout}s:\n{output.decode()}") from None
+        raise AssertionError(
+            f"kubeedge {' '.join(args)} did not finish in {timeout}s:\n{output.decode()}"
+        ) from None
     return process.returncode, output.decode()
 
 

@@ -25,6 +25,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -167,7 +168,6 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
     mapper = subprocess.Popen(
         [sys.executable, "-m", "kubeedge", "mapper", "run", "virtual", "-c", str(mapper_config)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
     )
     if args.pin:
         os.sched_setaffinity(0, {0})
@@ -211,7 +211,13 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
         }
     finally:
         mapper.terminate()
-        mapper.wait(10)
+        try:
+            mapper.wait(10)
+        except subprocess.TimeoutExpired:
+            print("mapper did not stop within 10 s of SIGTERM; its tasks:", file=sys.stderr)
+            mapper.send_signal(signal.SIGUSR1)
+            time.sleep(2)
+            mapper.kill()
         await core.stop()
         if args.pin:
             os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))

@@ -20,10 +20,15 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class ServedDevice:
-    """A device as the edge serves it: model defaults merged in, with its model."""
+    """A device the edge serves, with its model (shared by every device of that model)."""
 
     device: Device
+    """As declared; :meth:`merged` applies the model's defaults."""
     model: DeviceModel
+
+    def merged(self) -> Device:
+        """The device as its mapper sees it (computed when asked, to keep the registry small)."""
+        return apply_model_defaults(self.device, self.model)
 
     @property
     def key(self) -> str:
@@ -89,7 +94,7 @@ class DeviceRegistry:
             if model is None:
                 log.warning("device %s: DeviceModel %s not found; not served", device.key, device.model_name)
                 continue
-            wanted[device.key] = ServedDevice(apply_model_defaults(device, model), model)
+            wanted[device.key] = ServedDevice(device, model)
         for key in [k for k in self._devices if k not in wanted]:
             self._remove(key)
         for served in wanted.values():

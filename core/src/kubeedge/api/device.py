@@ -349,24 +349,32 @@ def apply_model_defaults(device: Device, model: DeviceModel) -> Device:
     instance's visitors wholesale, protocolName included, and then the instance's own
     ``configData`` keys are copied back on top (top-level keys only). The protocol's
     ``configData`` is the model's ``protocolConfigData`` with the instance's keys on top.
-    The input objects are not changed.
+    The inputs are not changed; the result shares their unchanged parts (treat all as read-only).
     """
-    merged = device.model_copy(deep=True)
-    spec = merged.spec
+    spec = device.spec
+    updates: dict[str, Any] = {}
     if model.spec.protocol_config_data:
         protocol = spec.protocol or ProtocolConfig()
         config = copy.deepcopy(model.spec.protocol_config_data)
         config.update(protocol.config_data or {})
-        protocol.config_data = config
-        spec.protocol = protocol
+        updates["protocol"] = protocol.model_copy(update={"config_data": config})
+    properties = []
+    changed = False
     for prop in spec.properties or []:
         model_prop = model.property(prop.name)
         if model_prop is None or model_prop.visitors is None:
+            properties.append(prop)
             continue
-        visitors = model_prop.visitors.model_copy(deep=True)
+        visitors = model_prop.visitors
+        config = copy.deepcopy(visitors.config_data) if visitors.config_data else {}
         if prop.visitors is not None and prop.visitors.config_data:
-            config = visitors.config_data or {}
-            config.update(prop.visitors.config_data)
-            visitors.config_data = config
-        prop.visitors = visitors
-    return merged
+            config.update(copy.deepcopy(prop.visitors.config_data))
+        merged_visitors = visitors.model_copy(update={"config_data": config} if config else {})
+        properties.append(prop.model_copy(update={"visitors": merged_visitors}))
+        changed = True
+    if changed:
+        updates["properties"] = properties
+    if not updates:
+        return device
+    # Shallow copies: unchanged parts are shared with the input, which must not be mutated.
+    return device.model_copy(update={"spec": spec.model_copy(update=updates)})

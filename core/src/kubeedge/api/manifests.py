@@ -26,6 +26,39 @@ class _ManifestLoader(yaml.SafeLoader):
     }
 
 
+# libyaml's loader (about ten times faster) with the same resolvers, when PyYAML was built with it.
+_FastLoader: type[Any] = _ManifestLoader
+if getattr(yaml, "__with_libyaml__", False):
+
+    class _CManifestLoader(yaml.CSafeLoader):  # type: ignore[misc,name-defined]
+        yaml_implicit_resolvers = _ManifestLoader.yaml_implicit_resolvers
+
+    _FastLoader = _CManifestLoader
+
+
+class _Locator:
+    """Line numbers of one file's documents, composed only when a problem asks for one."""
+
+    def __init__(self, text: str) -> None:
+        self._text: str | None = text
+        self._nodes: list[yaml.Node] | None = None
+
+    def node(self, index: int) -> yaml.Node | None:
+        if self._nodes is None:
+            assert self._text is not None
+            self._nodes = []
+            loader = _ManifestLoader(self._text)
+            try:
+                while loader.check_node():
+                    self._nodes.append(loader.get_node())
+            except yaml.YAMLError:
+                pass  # the documents before the error are located; the error itself is reported
+            finally:
+                loader.dispose()
+            self._text = None
+        return self._nodes[index - 1] if 0 < index <= len(self._nodes) else None
+
+
 def format_path(parts: Iterable[PathPart]) -> str:
     """``('spec', 'properties', 1, 'name')`` -> ``spec.properties[1].name``."""
     out = ""
@@ -69,15 +102,16 @@ class Document:
     index: int
     """1-based position in its file."""
     data: Any
-    node: yaml.Node | None = field(default=None, repr=False)
+    locator: _Locator | None = field(default=None, repr=False)
 
     @property
     def line(self) -> int | None:
-        return self.node.start_mark.line + 1 if self.node is not None else None
+        node = self.locator.node(self.index) if self.locator else None
+        return node.start_mark.line + 1 if node is not None else None
 
     def line_of(self, path: Iterable[PathPart]) -> int | None:
         """Line of the deepest node along ``path`` that exists in the document."""
-        node = self.node
+        node = self.locator.node(self.index) if self.locator else None
         if node is None:
             return None
         line = node.start_mark.line + 1
@@ -107,16 +141,16 @@ def parse_documents(source: str, text: str) -> tuple[list[Document], list[Proble
     """
     documents: list[Document] = []
     problems: list[Problem] = []
-    loader = _ManifestLoader(text)
+    locator = _Locator(text)
+    loader = _FastLoader(text)
     index = 0
     try:
-        while loader.check_node():
-            node = loader.get_node()
+        while loader.check_data():
+            data = loader.get_data()
             index += 1
-            data = loader.construct_document(node)
             if data is None:
                 continue
-            documents.append(Document(source, index, data, node))
+            documents.append(Document(source, index, data, locator))
     except yaml.YAMLError as exc:
         mark = getattr(exc, "problem_mark", None)
         line = mark.line + 1 if mark is not None else None

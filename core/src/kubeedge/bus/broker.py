@@ -3,7 +3,7 @@
 amqtt (pinned) refuses PUBLISH to topics starting with ``$`` ([MQTT-4.7.2-1] is about topics the
 *server* reserves, such as ``$SYS``) and, worse, then stops delivering anything from that client
 while still acknowledging its messages: a silent loss. KubeEdge's bus lives under ``$hw/``, so
-:class:`_EdgeBroker` accepts client publishes to the edge's own ``$`` prefixes and treats them as
+:func:`_edge_broker_class` accepts client publishes to the edge's own ``$`` prefixes and treats them as
 any other topic. Wildcard subscriptions (``#``, ``+/...``) still do not match ``$`` topics, as the
 MQTT specification requires.
 """
@@ -11,37 +11,45 @@ MQTT specification requires.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import socket
 from typing import Any
-
-from amqtt.broker import Action, Broker, BrokerEvents
 
 log = logging.getLogger(__name__)
 
 EDGE_DOLLAR_PREFIXES = ("$hw/", "$ke/")
 
 
-class _EdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
-    async def _handle_message_delivery(
-        self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]
-    ) -> bool:
-        message = wait_deliver.result()
-        topic = getattr(message, "topic", None)
-        if not topic or not topic.startswith(EDGE_DOLLAR_PREFIXES) or "#" in topic or "+" in topic:
-            return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
-        client_id = client_session.client_id
-        await self.plugins_manager.fire_event(
-            BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message
-        )
-        if await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+@functools.cache
+def _edge_broker_class() -> type[Any]:
+    # amqtt is imported only when an embedded broker is started (it costs ~9 MB and 0.2 s).
+    from amqtt.broker import Action, Broker, BrokerEvents
+
+    class EdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+        async def _handle_message_delivery(
+            self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]
+        ) -> bool:
+            message = wait_deliver.result()
+            topic = getattr(message, "topic", None)
+            if not topic or not topic.startswith(EDGE_DOLLAR_PREFIXES) or "#" in topic or "+" in topic:
+                return bool(await super()._handle_message_delivery(client_session, handler, wait_deliver))
+            client_id = client_session.client_id
             await self.plugins_manager.fire_event(
-                BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message
+                BrokerEvents.MESSAGE_RECEIVED, client_id=client_id, message=message
             )
-            await self._broadcast_message(client_session, topic, message.data)
-            if message.publish_packet and message.publish_packet.retain_flag:
-                await self.retain_message(client_session, topic, message.data, message.qos)
-        return True
+            if await self._topic_filtering(client_session, topic=topic, action=Action.PUBLISH):
+                await self.plugins_manager.fire_event(
+                    BrokerEvents.MESSAGE_BROADCAST, client_id=client_id, message=message
+                )
+                # amqtt delivers at the *subscription's* QoS; MQTT says min(publish, subscription).
+                # Forcing the publish QoS keeps QoS 0 traffic at QoS 0 (no PUBACK round trips).
+                await self._broadcast_message(client_session, topic, message.data, force_qos=message.qos)
+                if message.publish_packet and message.publish_packet.retain_flag:
+                    await self.retain_message(client_session, topic, message.data, message.qos)
+            return True
+
+    return EdgeBroker
 
 
 def free_port(host: str = "127.0.0.1") -> int:
@@ -56,7 +64,7 @@ class EmbeddedBroker:
     def __init__(self, host: str = "127.0.0.1", port: int = 1883) -> None:
         self.host = host
         self.port = port or free_port(host)
-        self._broker: _EdgeBroker | None = None
+        self._broker: Any = None
 
     @property
     def url(self) -> str:
@@ -68,7 +76,9 @@ class EmbeddedBroker:
             # Only anonymous access on loopback; no $SYS publisher, no packet/event loggers.
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
-        self._broker = _EdgeBroker(config)
+        # amqtt logs every retried or late acknowledgement as a warning; keep its noise out
+        logging.getLogger("amqtt").setLevel(max(logging.ERROR, logging.getLogger("amqtt").level))
+        self._broker = _edge_broker_class()(config)
         try:
             await self._broker.start()
         except Exception as exc:

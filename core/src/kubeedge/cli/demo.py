@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
-import signal
 import tempfile
 import time
 from importlib import resources
@@ -26,6 +25,7 @@ from rich.panel import Panel
 from rich.table import Table
 
 from kubeedge.bus import free_port
+from kubeedge.cli.edge import stop_on_signals
 from kubeedge.client import EdgeClient
 from kubeedge.config import load_config
 from kubeedge.errors import KubeEdgeError
@@ -91,10 +91,8 @@ async def _run(config_path: Path, duration: float | None) -> None:
     config = load_config(config_path)
     core = EdgeCore(config)
     await core.start()
-    stop = asyncio.Event()
+    stop = stop_on_signals()
     loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(sig, stop.set)
     if duration is not None:
         loop.call_later(duration, stop.set)
     showcase = _Showcase()

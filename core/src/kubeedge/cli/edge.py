@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -79,7 +80,7 @@ def edge_run(config_path: Path | None) -> None:
     core = EdgeCore(config)
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         await core.start()
         _print_started(core)
         try:
@@ -91,13 +92,23 @@ def edge_run(config_path: Path | None) -> None:
     _run(main())
 
 
-def _stop_on_signals() -> asyncio.Event:
-    """An event set by SIGINT or SIGTERM (installed first, so an early signal is not lost)."""
+def stop_on_signals() -> asyncio.Event:
+    """An event set by SIGINT or SIGTERM (installed first, so an early signal is not lost).
+
+    SIGUSR1 prints every asyncio task's stack to stderr: what a stuck process is waiting for.
+    """
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
+    loop.add_signal_handler(signal.SIGUSR1, _dump_tasks)
     return stop
+
+
+def _dump_tasks() -> None:
+    for task in asyncio.all_tasks():
+        print(f"--- task {task.get_name()}", file=sys.stderr)
+        task.print_stack(file=sys.stderr)
 
 
 def _print_started(core: Any) -> None:
@@ -138,7 +149,7 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     runtime_settings, driver_settings = mapper_settings(name, driver_cls, entry.settings if entry else {})
 
     async def main() -> None:
-        stop = _stop_on_signals()
+        stop = stop_on_signals()
         bus = _bus(config, f"mapper-{name}-{os.getpid()}")
         await bus.start(timeout=None)
         runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)

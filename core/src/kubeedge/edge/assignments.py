@@ -90,8 +90,8 @@ class AssignmentPublisher:
             )
 
     def _send(self, protocol: str, message: AssignmentMessage) -> None:
-        if not protocol:
-            return
+        if not protocol or (message.kind != "snapshot" and protocol not in self.hellos):
+            return  # no mapper has said hello yet: it gets a snapshot when it does
         message.instance = self.instance
         self.bus.publish(
             topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), message.to_json(), qos=1
@@ -100,6 +100,6 @@ class AssignmentPublisher:
 
 def _assignment(served: ServedDevice) -> Assignment:
     return Assignment(
-        device=json.loads(served.device.model_dump_json(by_alias=True, exclude_none=True)),
+        device=json.loads(served.merged().model_dump_json(by_alias=True, exclude_none=True)),
         model=json.loads(served.model.model_dump_json(by_alias=True, exclude_none=True)),
     )

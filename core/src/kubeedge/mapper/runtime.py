@@ -28,6 +28,7 @@ import uuid
 from dataclasses import dataclass, field
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
@@ -159,6 +160,7 @@ class DeviceWorker:
         self.key = plan.key
         self.namespace = plan.device.namespace
         self.name = plan.device.name
+        self._update_topic = topics.device_topic(self.namespace, self.name, topics.TWIN_UPDATE)
         self.state: str | None = None
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
@@ -259,7 +261,11 @@ class DeviceWorker:
 
     async def _poll(self, driver: Driver[Any, Any], plans: list[PropertyPlan], cycle: float) -> None:
         loop = asyncio.get_running_loop()
-        due = loop.time()
+        # Read once now, then on a grid offset at random: devices that started together do not
+        # all hit the bus (and a shared gateway) in the same instant every cycle.
+        await self._read(driver, plans)
+        due = loop.time() + random.uniform(0, cycle)  # noqa: S311 - spreading load, not security
+        await asyncio.sleep(due - loop.time())
         while True:
             await self._read(driver, plans)
             due += cycle
@@ -382,10 +388,7 @@ class DeviceWorker:
         if not twins:
             return
         body = {"event_id": "", "timestamp": timestamp or now_ms(), "twin": twins}
-        self.runtime.bus.publish(
-            topics.device_topic(self.namespace, self.name, topics.TWIN_UPDATE),
-            json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode(),
-        )
+        self.runtime.bus.publish(self._update_topic, orjson.dumps(body))
 
     def _set_state(self, state: str) -> None:
         if state == self.state:
@@ -423,6 +426,7 @@ class MapperRuntime:
         self._fingerprints: dict[str, str] = {}
         self._edge_instance: str | None = None
         self._snapshot: list[Assignment] = []
+        self._models: dict[bytes, DeviceModel] = {}
         self._lock = asyncio.Lock()
 
     async def start(self) -> None:
@@ -486,6 +490,7 @@ class MapperRuntime:
                 if message.part < message.parts:
                     return
                 wanted = {}
+                self._models.clear()
                 for assignment in self._snapshot:
                     parsed = self._parse(assignment)
                     if parsed is not None:
@@ -505,7 +510,13 @@ class MapperRuntime:
 
     def _parse(self, assignment: Assignment) -> tuple[Device, DeviceModel] | None:
         try:
-            return Device.model_validate(assignment.device), DeviceModel.model_validate(assignment.model)
+            device = Device.model_validate(assignment.device)
+            # Many devices share a model: parse each distinct one once.
+            key = orjson.dumps(assignment.model, option=orjson.OPT_SORT_KEYS)
+            model = self._models.get(key)
+            if model is None:
+                model = self._models[key] = DeviceModel.model_validate(assignment.model)
+            return device, model
         except ValidationError as exc:
             log.warning("mapper %s: assignment with an invalid device: %s", self.protocol, exc)
             return None

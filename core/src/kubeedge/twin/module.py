@@ -29,6 +29,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
 
+import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
 from kubeedge.api import topics
@@ -83,7 +84,9 @@ class _Pending:
     devices: set[str] = field(default_factory=set)
     deleted_devices: set[str] = field(default_factory=set)
     deleted_twins: set[tuple[str, str]] = field(default_factory=set)
-    outputs: list[tuple[str, bytes]] = field(default_factory=list)
+    outputs: list[tuple[str, bytes, int]] = field(default_factory=list)
+    added: list[str] = field(default_factory=list)
+    """Devices added since the last commit: announced in one membership/updated message."""
     stamps: list[int] = field(default_factory=list)
 
 
@@ -137,7 +140,7 @@ class TwinModule(EdgeModule):
 
     def _has_pending(self) -> bool:
         p = self._pending
-        return bool(p.twins or p.devices or p.deleted_devices or p.deleted_twins or p.outputs)
+        return bool(p.twins or p.devices or p.deleted_devices or p.deleted_twins or p.outputs or p.added)
 
     # ----------------------------------------------------------------- bus entry point
 
@@ -331,6 +334,7 @@ class TwinModule(EdgeModule):
                 "twin": {name: _wire(r) for name, r in twins.items()},
                 "delta": {name: r.expected for name, r in twins.items()},
             },
+            qos=1,
         )
 
     # ----------------------------------------------------------------- twin/get, state, membership
@@ -416,6 +420,7 @@ class TwinModule(EdgeModule):
                 "added_devices": None,
                 "removed_devices": [_membership_entry(record)],
             },
+            qos=1,
         )
         self._wake.set()
 
@@ -471,15 +476,7 @@ class TwinModule(EdgeModule):
             del record.twins[name]
             self._pending.deleted_twins.add((key, name))
         if added:
-            self._emit(
-                topics.node_topic(self.node, topics.MEMBERSHIP_UPDATED),
-                {
-                    "event_id": new_event_id(),
-                    "timestamp": now,
-                    "added_devices": [_membership_entry(record)],
-                    "removed_devices": None,
-                },
-            )
+            self._pending.added.append(key)
         if expected_changed:
             self._emit_delta(record)
         self._wake.set()
@@ -490,10 +487,11 @@ class TwinModule(EdgeModule):
         self._pending.twins.add((key, name))
         self._pending.deleted_twins.discard((key, name))
 
-    def _emit(self, topic: str, body: dict[str, Any]) -> None:
-        self._pending.outputs.append(
-            (topic, json.dumps(body, separators=(",", ":"), ensure_ascii=False).encode())
-        )
+    def _emit(self, topic: str, body: dict[str, Any], qos: int = 0) -> None:
+        """Queue a message for after the next commit. Results and documents go at QoS 0 (they
+        answer or describe; a subscriber that misses one asks with twin/get); deltas and
+        membership changes, which make mappers act, at QoS 1."""
+        self._pending.outputs.append((topic, orjson.dumps(body), qos))
 
     def _error_to(self, topic: str, event_id: str, code: int, reason: str) -> None:
         self.stats.errors += 1
@@ -501,7 +499,19 @@ class TwinModule(EdgeModule):
         self._emit(topic, {"event_id": event_id, "timestamp": now_ms(), "code": code, "reason": reason})
         self._wake.set()
 
-    def _take(self) -> tuple[Batch, list[tuple[str, bytes]], list[int]]:
+    def _take(self) -> tuple[Batch, list[tuple[str, bytes, int]], list[int]]:
+        added = [self.devices[k] for k in self._pending.added if k in self.devices]
+        if added:
+            self._emit(
+                topics.node_topic(self.node, topics.MEMBERSHIP_UPDATED),
+                {
+                    "event_id": new_event_id(),
+                    "timestamp": now_ms(),
+                    "added_devices": [_membership_entry(record) for record in added],
+                    "removed_devices": None,
+                },
+                qos=1,
+            )
         pending, self._pending = self._pending, _Pending()
         batch = Batch(deleted_devices=sorted(pending.deleted_devices))
         for key in pending.devices:
@@ -531,8 +541,8 @@ class TwinModule(EdgeModule):
                 else:
                     self.stats.commits += 1
                     self.stats.persisted_rows += len(batch.twins)
-            for topic, payload in outputs:
-                self.bus.publish(topic, payload, qos=1)
+            for topic, payload, qos in outputs:
+                self.bus.publish(topic, payload, qos=qos)
             if stamps:
                 done = time.time() * 1000
                 self.stats.latencies_ms.extend(done - stamp for stamp in stamps)
