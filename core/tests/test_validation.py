@@ -226,3 +226,11 @@ def test_cli_missing_file(tmp_path: Path) -> None:
     result = runner.invoke(cli, ["validate", "-f", str(tmp_path / "nope.yaml")])
     assert result.exit_code == 1
     assert "no such file or folder" in result.output
+
+
+def test_line_numbers_count_empty_documents() -> None:
+    text = "---\n---\n" + yaml.safe_dump(MODEL) + "---\n" + yaml.safe_dump(mutate(DEVICE, "spec.nodeName", "Bad_Node"))
+    documents, _ = parse_documents("m.yaml", text)
+    (problem,) = validate_documents(documents).all_problems
+    assert problem.document == 4
+    assert "nodeName: Bad_Node" in text.splitlines()[problem.line - 1]

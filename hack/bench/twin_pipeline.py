@@ -66,41 +66,27 @@ client.loop_stop()
 
 
 def manifests(folder: Path, devices: int, properties: int, cycle: int) -> None:
-    model = {
-        "apiVersion": "devices.kubeedge.io/v1beta1",
-        "kind": "DeviceModel",
-        "metadata": {"name": "bench-model", "namespace": "bench"},
-        "spec": {
-            "protocol": "virtual",
-            "properties": [
-                {
-                    "name": f"p{i}",
-                    "type": "FLOAT",
-                    "accessMode": "ReadOnly",
-                    "visitors": {
-                        "protocolName": "virtual",
-                        "configData": {"generator": "counter", "step": 0.5},
-                    },
-                }
-                for i in range(properties)
-            ],
-        },
-    }
-    docs = [model]
-    for d in range(devices):
-        docs.append(
-            {
-                "apiVersion": "devices.kubeedge.io/v1beta1",
-                "kind": "Device",
-                "metadata": {"name": f"dev-{d:05d}", "namespace": "bench"},
-                "spec": {
-                    "deviceModelRef": {"name": "bench-model"},
-                    "protocol": {"protocolName": "virtual"},
-                    "properties": [{"name": f"p{i}", "collectCycle": cycle} for i in range(properties)],
-                },
-            }
-        )
-    (folder / "bench.yaml").write_text(yaml.safe_dump_all(docs, sort_keys=False))
+    """The load's manifests, written as text (building them with PyYAML would inflate this
+    process's memory, which is the edge's and is measured)."""
+    props = "".join(
+        f"    - {{name: p{i}, type: FLOAT, accessMode: ReadOnly, visitors: {{protocolName: virtual, "
+        f"configData: {{generator: counter, step: 0.5}}}}}}\n"
+        for i in range(properties)
+    )
+    model = (
+        "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\n"
+        f"metadata: {{name: bench-model, namespace: bench}}\nspec:\n  protocol: virtual\n  properties:\n{props}"
+    )
+    device_props = "".join(f"    - {{name: p{i}, collectCycle: {cycle}}}\n" for i in range(properties))
+    with (folder / "bench.yaml").open("w") as out:
+        out.write(model)
+        for d in range(devices):
+            out.write(
+                "---\napiVersion: devices.kubeedge.io/v1beta1\nkind: Device\n"
+                f"metadata: {{name: dev-{d:05d}, namespace: bench}}\nspec:\n"
+                "  deviceModelRef: {name: bench-model}\n  protocol: {protocolName: virtual}\n"
+                f"  properties:\n{device_props}"
+            )
 
 
 def sample_payload_size(properties: int) -> int:
@@ -216,7 +202,7 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
         except subprocess.TimeoutExpired:
             print("mapper did not stop within 10 s of SIGTERM; its tasks:", file=sys.stderr)
             mapper.send_signal(signal.SIGUSR1)
-            time.sleep(2)
+            await asyncio.sleep(2)
             mapper.kill()
         await core.stop()
         if args.pin:

@@ -30,7 +30,7 @@ class _ManifestLoader(yaml.SafeLoader):
 _FastLoader: type[Any] = _ManifestLoader
 if getattr(yaml, "__with_libyaml__", False):
 
-    class _CManifestLoader(yaml.CSafeLoader):  # type: ignore[misc,name-defined]
+    class _CManifestLoader(yaml.CSafeLoader):
         yaml_implicit_resolvers = _ManifestLoader.yaml_implicit_resolvers
 
     _FastLoader = _CManifestLoader
@@ -41,7 +41,7 @@ class _Locator:
 
     def __init__(self, text: str) -> None:
         self._text: str | None = text
-        self._nodes: list[yaml.Node] | None = None
+        self._nodes: list[yaml.Node | None] | None = None
 
     def node(self, index: int) -> yaml.Node | None:
         if self._nodes is None:
@@ -50,7 +50,7 @@ class _Locator:
             loader = _ManifestLoader(self._text)
             try:
                 while loader.check_node():
-                    self._nodes.append(loader.get_node())
+                    self._nodes.append(loader.get_node())  # None for an empty document
             except yaml.YAMLError:
                 pass  # the documents before the error are located; the error itself is reported
             finally:

@@ -10,10 +10,12 @@ jitter, and subscribes again to everything after each reconnect.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random
 import socket
 import ssl
+import struct
 import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,7 +24,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import paho.mqtt.client as mqtt
-from paho.mqtt.enums import CallbackAPIVersion
+from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
 from kubeedge.errors import ConfigError
 
@@ -91,6 +93,34 @@ class _BufferedClient(mqtt.Client):
         # TLS may hold decrypted bytes the OS socket no longer signals as readable.
         while isinstance(sock, ssl.SSLSocket) and sock.pending():
             self._rbuf += sock.recv(self._chunk)
+
+    def _packet_write(self) -> MQTTErrorCode:
+        # paho sends each queued packet with its own send(); QoS 0 publishes queued by
+        # BusClient.publish are joined and sent together (one system call for many messages).
+        out = self._out_packet
+        while out and out[0]["info"] is _UNTRACKED and out[0]["pos"] == 0:
+            chunks: list[bytes] = []
+            size = 0
+            while out and out[0]["info"] is _UNTRACKED and out[0]["pos"] == 0 and size < self._chunk:
+                packet = out.popleft()
+                chunks.append(packet["packet"])  # type: ignore[arg-type]
+                size += len(packet["packet"])
+            data = b"".join(chunks)
+            try:
+                sent = self._sock_send(data)
+            except (AttributeError, ValueError):
+                out.appendleft(_queued(data, 0))
+                return MQTTErrorCode.MQTT_ERR_SUCCESS
+            except BlockingIOError:
+                out.appendleft(_queued(data, 0))
+                return MQTTErrorCode.MQTT_ERR_AGAIN
+            except OSError:
+                out.appendleft(_queued(data, 0))
+                return MQTTErrorCode.MQTT_ERR_CONN_LOST
+            if sent < len(data):
+                out.appendleft(_queued(data, sent))  # paho's own path finishes a partial one
+                break
+        return super()._packet_write()
 
     def reset_buffer(self) -> None:
         self._rbuf.clear()
@@ -227,6 +257,13 @@ class BusClient:
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message; never blocks. QoS 0 while disconnected is dropped (returns False);
         QoS 1 and 2 are kept and sent after reconnecting."""
+        if qos == 0 and self._client.is_connected():
+            # The hot path: paho builds a tracking object with a threading.Condition for every
+            # publish, a third of the edge's time at full load. A QoS 0 PUBLISH needs no
+            # tracking: encode it here and queue it behind paho's other packets, in order.
+            data = payload.encode() if isinstance(payload, str) else payload
+            self._client._packet_queue(mqtt.PUBLISH, _publish_packet(topic, data, retain), 0, 0, _UNTRACKED)
+            return True
         info = self._client.publish(topic, payload, qos, retain)
         return info.rc == mqtt.MQTT_ERR_SUCCESS
 
@@ -358,6 +395,50 @@ class BusClient:
             self._client._sock_close()  # paho calls on_socket_close, which unwatches
         self._connected.clear()
         self._lost.set()
+
+
+class _Untracked:
+    """Stands in for paho's per-message tracking object on QoS 0 packets queued directly."""
+
+    rc = mqtt.MQTT_ERR_SUCCESS
+
+    def _set_as_published(self) -> None:
+        pass
+
+
+_UNTRACKED: Any = _Untracked()
+
+
+def _queued(data: bytes, sent: int) -> Any:
+    """An entry of paho's outgoing queue for (the rest of) joined QoS 0 publishes."""
+    return {
+        "command": mqtt.PUBLISH,
+        "mid": 0,
+        "qos": 0,
+        "pos": sent,
+        "to_process": len(data) - sent,
+        "packet": data,
+        "info": _UNTRACKED,
+    }
+
+
+@functools.lru_cache(maxsize=4096)
+def _topic_field(topic: str) -> bytes:
+    encoded = topic.encode()
+    return struct.pack("!H", len(encoded)) + encoded
+
+
+def _publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
+    """An MQTT 3.1.1 QoS 0 PUBLISH packet (fixed header, topic, payload)."""
+    body = _topic_field(topic)
+    remaining = len(body) + len(payload)
+    header = bytearray((0x31 if retain else 0x30,))
+    while True:
+        byte, remaining = remaining % 128, remaining // 128
+        header.append(byte | 0x80 if remaining else byte)
+        if not remaining:
+            break
+    return bytes(header) + body + payload
 
 
 def _in_loop_thread(loop: asyncio.AbstractEventLoop) -> bool:

@@ -60,7 +60,8 @@ class TwinSettings(BaseModel):
 
     database: str = "twins.db"
     """File name of the twin database inside the edge's data folder."""
-    latency_samples: int = Field(default=100_000, alias="latencySamples", ge=0)
+    latency_samples: int = Field(default=10_000, alias="latencySamples", ge=0)
+    """How many recent read-to-commit latencies are kept for metrics and benchmarks."""
 
 
 @dataclass
@@ -73,7 +74,7 @@ class TwinStats:
     errors: int = 0
     commits: int = 0
     persisted_rows: int = 0
-    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=100_000))
+    latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
 @dataclass

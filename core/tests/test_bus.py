@@ -1,0 +1,47 @@
+"""The bus client's own QoS 0 PUBLISH encoding is byte for byte what paho would send."""
+
+import socket
+
+import paho.mqtt.client as mqtt
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeedge.bus.client import BrokerAddress, _publish_packet
+from kubeedge.errors import ConfigError
+
+
+def paho_packet(topic: str, payload: bytes, retain: bool) -> bytes:
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, protocol=mqtt.MQTTv311)
+    client.on_socket_register_write = lambda *args: None  # queue only, never write
+    client._sock = socket.socket()  # paho only queues a PUBLISH while it believes it is connected
+    try:
+        client._send_publish(0, topic.encode(), payload, 0, retain)
+        return bytes(client._out_packet[0]["packet"])
+    finally:
+        client._sock.close()
+        client._sock = None
+
+
+@pytest.mark.parametrize("size", [0, 1, 127, 128, 16_383, 16_384, 2_097_151, 2_097_152])
+def test_remaining_length_boundaries(size: int) -> None:
+    payload = b"x" * size
+    assert _publish_packet("$hw/events/device/ns/name/twin/update", payload, False) == paho_packet(
+        "$hw/events/device/ns/name/twin/update", payload, False
+    )
+
+
+@given(
+    topic=st.text(min_size=1, max_size=60).filter(lambda t: "\x00" not in t),
+    payload=st.binary(max_size=300),
+    retain=st.booleans(),
+)
+def test_same_bytes_as_paho(topic: str, payload: bytes, retain: bool) -> None:
+    assert _publish_packet(topic, payload, retain) == paho_packet(topic, payload, retain)
+
+
+def test_broker_urls() -> None:
+    assert BrokerAddress.parse("mqtt://127.0.0.1") == BrokerAddress("127.0.0.1", 1883, False)
+    assert BrokerAddress.parse("mqtts://broker.example:9999") == BrokerAddress("broker.example", 9999, True)
+    with pytest.raises(ConfigError, match="is not mqtt://host"):
+        BrokerAddress.parse("http://x")

@@ -1,0 +1,25 @@
+"""The benchmarks keep working (a short run; their figures are reported by hand, not asserted)."""
+
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_twin_pipeline_benchmark_runs() -> None:
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "hack" / "bench" / "twin_pipeline.py"),
+            "--quick",
+            "--brokers",
+            "mosquitto,embedded",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "headline: mosquitto:" in result.stdout
+    assert "updates/s persisted" in result.stdout
