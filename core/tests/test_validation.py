@@ -229,7 +229,12 @@ def test_cli_missing_file(tmp_path: Path) -> None:
 
 
 def test_line_numbers_count_empty_documents() -> None:
-    text = "---\n---\n" + yaml.safe_dump(MODEL) + "---\n" + yaml.safe_dump(mutate(DEVICE, "spec.nodeName", "Bad_Node"))
+    text = (
+        "---\n---\n"
+        + yaml.safe_dump(MODEL)
+        + "---\n"
+        + yaml.safe_dump(mutate(DEVICE, "spec.nodeName", "Bad_Node"))
+    )
     documents, _ = parse_documents("m.yaml", text)
     (problem,) = validate_documents(documents).all_problems
     assert problem.document == 3  # the empty first document still counts
