@@ -203,6 +203,11 @@ class DeviceWorker:
     async def _run(self) -> None:
         if self.plan.problems:
             log.error("device %s cannot be served:\n  %s", self.key, "\n  ".join(self.plan.problems))
+            # Shown on every property's twin, so `kubeedge device get` says why nothing comes.
+            error = "device not served: " + "; ".join(self.plan.problems)
+            self._publish_twins(
+                {p.name: {"metadata": {"error": error}} for p in self.plan.device.spec.properties or []}
+            )
             self._set_state("unhealthy")
             return
         for name, problem in self.plan.property_problems.items():
