@@ -188,6 +188,12 @@ class MapperConformance:
         await handle.wait_state(deployment.key, "online", timeout=self.timeout)
         return deployment
 
+    async def _wait_value(self, deployed: _Deployment, point: Point, value: Any, what: str) -> None:
+        def reported() -> bool:
+            return _same(point, deployed.edge.reported(deployed.key, point.name), value)
+
+        await wait_for(reported, self.timeout, what=f"{what}: {value!r}")
+
     def test_simulator_declares_points(self, mapper_simulator: DeviceSimulator) -> None:
         points = mapper_simulator.points()
         assert points, "the simulator declares no points"
@@ -202,11 +208,7 @@ class MapperConformance:
     async def test_connects_and_reads_every_point(self, deployed: _Deployment) -> None:
         edge = deployed.edge
         for point in deployed.points.values():
-            await wait_for(
-                lambda p=point: _same(p, edge.reported(deployed.key, p.name), p.initial),
-                self.timeout,
-                what=f"{point.name} ({point.type}) reported as {point.initial!r}",
-            )
+            await self._wait_value(deployed, point, point.initial, f"{point.name} ({point.type}) reported")
             assert edge.record(deployed.key, point.name).type == MODEL_TO_TWIN_TYPE[point.type]
 
     async def test_reports_a_change_made_on_the_device(
@@ -215,11 +217,7 @@ class MapperConformance:
         point = next(p for p in deployed.points.values() if p.changed is not None)
         await deployed.edge.wait_reported(deployed.key, point.name, timeout=self.timeout)
         await mapper_simulator.set_device_value(point.name, point.changed)
-        await wait_for(
-            lambda: _same(point, deployed.edge.reported(deployed.key, point.name), point.changed),
-            self.timeout,
-            what=f"{point.name} reported as {point.changed!r} after a change on the device",
-        )
+        await self._wait_value(deployed, point, point.changed, f"{point.name} changed on the device")
 
     async def test_writes_a_desired_value_and_reads_it_back(
         self, deployed: _Deployment, mapper_simulator: DeviceSimulator
@@ -227,11 +225,7 @@ class MapperConformance:
         client = await deployed.edge.client()
         for point in (p for p in deployed.points.values() if p.writable):
             await client.set_desired(deployed.key, point.name, _text(point, point.changed))
-            await wait_for(
-                lambda p=point: _same(p, deployed.edge.reported(deployed.key, p.name), p.changed),
-                self.timeout,
-                what=f"{point.name} written and read back as {point.changed!r}",
-            )
+            await self._wait_value(deployed, point, point.changed, f"{point.name} written and read back")
             assert _same(point, _text(point, await mapper_simulator.device_value(point.name)), point.changed)
 
     async def test_read_only_points_are_not_written(
@@ -278,11 +272,7 @@ class MapperConformance:
         await mapper_simulator.set_reachable(True)
         await mapper_simulator.set_device_value(point.name, point.changed)
         await edge.wait_state(deployed.key, "online", timeout=self.timeout + 30)
-        await wait_for(
-            lambda: _same(point, edge.reported(deployed.key, point.name), point.changed),
-            self.timeout,
-            what=f"{point.name} reported again after the device came back",
-        )
+        await self._wait_value(deployed, point, point.changed, f"{point.name} after the device came back")
 
     async def test_bad_config_data_is_refused_with_the_field_named(
         self, mapper_simulator: DeviceSimulator, edge: Any
