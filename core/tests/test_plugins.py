@@ -4,11 +4,12 @@ into a temporary virtual environment, found through entry points, enabled by con
 import os
 import subprocess
 import sys
-import sysconfig
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from kubeedge.testing.venv import overlay_venv, pip_install
 
 GOOD_DRIVER = """
 import os
@@ -115,37 +116,12 @@ def write_distribution(root: Path, dist: str, package: str, group: str, name: st
 
 @pytest.fixture(scope="module")
 def venv(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A fresh venv that sees this environment's packages (kubeedge-core, pip, hatchling) and
-    gets the throwaway distributions installed into its own site-packages by a real pip build."""
+    """A fresh venv over this environment's packages, with the throwaway distributions built and
+    installed into its own site-packages by a real pip."""
     root = tmp_path_factory.mktemp("plugins")
-    env_dir = root / "venv"
-    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(env_dir)], check=True)
-    python = env_dir / "bin" / "python"
-    site_dir = subprocess.run(
-        [python, "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"],
-        check=True,
-        capture_output=True,
-        text=True,
-    ).stdout.strip()
-    outer = sysconfig.get_paths()["purelib"]
-    Path(site_dir, "outer.pth").write_text(f"import site; site.addsitedir({outer!r})\n")
-    folders = [write_distribution(root, dist, *spec) for dist, spec in DISTRIBUTIONS.items()]
-    subprocess.run(
-        [
-            python,
-            "-m",
-            "pip",
-            "install",
-            "-q",
-            "--no-deps",
-            "--no-build-isolation",
-            "--no-index",
-            *map(str, folders),
-        ],
-        check=True,
-        capture_output=True,
-    )
-    return env_dir
+    python = overlay_venv(root / "venv")
+    pip_install(python, *(write_distribution(root, dist, *spec) for dist, spec in DISTRIBUTIONS.items()))
+    return root / "venv"
 
 
 def run(venv: Path, tmp_path: Path, *args: str, config: str | None = None) -> tuple[int, str, list[str]]:

@@ -67,3 +67,41 @@ def list_mappers(config_path: Path | None) -> None:
             console.print(f"[red]✗[/] {escape(s.error)}")
     if any(s.enabled and s.error for s in statuses):
         sys.exit(1)
+
+
+@mapper.command("new")
+@click.argument("name")
+@click.option(
+    "--dest",
+    type=click.Path(file_okay=False, path_type=Path),
+    default=Path("."),
+    show_default=True,
+    help="Folder in which kubeedge-mapper-NAME/ is created.",
+)
+def new_mapper(name: str, dest: Path) -> None:
+    """Create kubeedge-mapper-NAME: a complete mapper distribution to start from.
+
+    NAME is the protocol name devices will use (spec.protocol.protocolName): lower-case letters
+    and digits, words joined by hyphens. The result works at once against its simulated device;
+    replace driver.py and simulator.py with your protocol and keep the tests (the conformance suite).
+    """
+    from kubeedge import __version__
+    from kubeedge.mapper.scaffold import ScaffoldError, generate
+    from kubeedge.plugins import installed_plugins
+
+    installed = installed_plugins("mapper").get(name)
+    if installed:
+        raise click.ClickException(
+            f"a mapper named {name!r} is already installed ({installed[0].distribution}); choose another name"
+        )
+    try:
+        target = generate(name, dest, __version__)
+    except ScaffoldError as exc:
+        raise click.ClickException(str(exc)) from None
+    console = Console(soft_wrap=True)
+    console.print(f"[green]created[/] {target}")
+    console.print("next:")
+    console.print(f"  pip install -e {escape(str(target))}\\[test]")
+    console.print(f"  pytest {target}/tests          # the conformance suite against the simulator")
+    console.print("  kubeedge mapper list")
+    console.print(f"  then edit {target}/src/.../driver.py for your protocol (docs/writing-a-mapper.md)")
