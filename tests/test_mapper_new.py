@@ -3,7 +3,6 @@ conformance suite) pass, it is listed, and an edge with it enabled reports its d
 
 import os
 import subprocess
-import sys
 import time
 from pathlib import Path
 

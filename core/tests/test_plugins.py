@@ -3,7 +3,6 @@ into a temporary virtual environment, found through entry points, enabled by con
 
 import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
