@@ -5,7 +5,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Every distribution of this repository, installed editable side by side.
-DISTRIBUTIONS := -e core -e mappers/virtual
+DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install bench clean

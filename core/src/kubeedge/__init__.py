@@ -6,6 +6,7 @@ This module is the public surface plugins use; everything not exported here is p
 from importlib.metadata import PackageNotFoundError, version
 
 from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
+from kubeedge.batching import Block, Span, plan_blocks
 from kubeedge.driver import (
     AnyConfig,
     DeviceError,
@@ -17,6 +18,7 @@ from kubeedge.driver import (
 )
 from kubeedge.errors import ConfigError, KubeEdgeError, ManifestError, PluginError, WireError
 from kubeedge.plugins import hookimpl
+from kubeedge.shared import Shared, SharedConnections
 
 try:
     __version__ = version("kubeedge-core")
@@ -25,6 +27,7 @@ except PackageNotFoundError:  # running from a source tree that was not installe
 
 __all__ = [
     "AnyConfig",
+    "Block",
     "ConfigError",
     "Device",
     "DeviceError",
@@ -37,8 +40,12 @@ __all__ = [
     "NoSettings",
     "PluginError",
     "Property",
+    "Shared",
+    "SharedConnections",
+    "Span",
     "WireError",
     "__version__",
     "apply_model_defaults",
     "hookimpl",
+    "plan_blocks",
 ]

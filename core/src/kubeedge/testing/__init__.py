@@ -9,7 +9,8 @@ tests get these fixtures by installing ``kubeedge-core``:
 * ``edge``: a factory that starts an edge in process with a manifest folder (:class:`EdgeHandle`).
 """
 
+from kubeedge.bus import free_port
 from kubeedge.testing.brokers import Mosquitto, mosquitto_binary
 from kubeedge.testing.edge import EdgeHandle, start_edge, wait_for
 
-__all__ = ["EdgeHandle", "Mosquitto", "mosquitto_binary", "start_edge", "wait_for"]
+__all__ = ["EdgeHandle", "Mosquitto", "free_port", "mosquitto_binary", "start_edge", "wait_for"]

@@ -66,6 +66,11 @@ class EdgeHandle:
         record = self.record(key, prop)
         return record.actual if record is not None else None
 
+    def error(self, key: str, prop: str) -> str:
+        """The property's error text ("" when it has none, or is not known yet)."""
+        record = self.record(key, prop)
+        return (record.error or "") if record is not None else ""
+
     def state(self, key: str) -> str | None:
         device = self.twin.devices.get(key)
         return device.state if device is not None else None
@@ -79,16 +84,15 @@ class EdgeHandle:
     ) -> str:
         """Wait until the twin reports a value for ``prop`` (equal to / accepted by ``predicate``)."""
 
-        def check() -> str | None:
+        def check() -> tuple[str] | None:
             value = self.reported(key, prop)
             if value is None:
                 return None
-            if predicate is None:
-                return value
-            ok = predicate(value) if callable(predicate) else value == predicate
-            return value if ok else None
+            ok = predicate is None or (predicate(value) if callable(predicate) else value == predicate)
+            return (value,) if ok else None  # a tuple: an empty string is a reported value too
 
-        return await wait_for(check, timeout, what=f"{key} {prop} reported {predicate!r}")
+        (value,) = await wait_for(check, timeout, what=f"{key} {prop} reported {predicate!r}")
+        return value
 
     async def wait_state(self, key: str, state: str, timeout: float = 10) -> None:
         await wait_for(lambda: self.state(key) == state, timeout, what=f"{key} state {state}")

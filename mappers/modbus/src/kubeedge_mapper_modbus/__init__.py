@@ -1,0 +1,1 @@
+"""kubeedge-mapper-modbus: Modbus TCP, RTU and RTU-over-TCP devices for kubeedge."""

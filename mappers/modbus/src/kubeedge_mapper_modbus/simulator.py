@@ -1,0 +1,270 @@
+"""Simulated Modbus devices (a real pymodbus server), for tests, the benchmark and trying things.
+
+``python -m kubeedge_mapper_modbus.simulator --port 5502 --units 1,2`` serves units 1 and 2 on
+loopback TCP, each with 1,000 coils, discrete inputs, input registers and holding registers.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import logging
+from collections import Counter
+from typing import Any, ClassVar
+
+from pymodbus.constants import ExcCodes
+from pymodbus.framer import FramerType
+from pymodbus.server import ModbusSerialServer, ModbusTcpServer
+from pymodbus.simulator import DataType, SimData, SimDevice
+
+from kubeedge.testing import free_port
+from kubeedge.testing.conformance import BadConfig, DeviceSimulator, Point
+from kubeedge_mapper_modbus.codec import decode, encode, layout
+from kubeedge_mapper_modbus.config import ModbusVisitor
+
+logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
+
+SIZE = 1000
+# function codes pymodbus' datastore uses to address each table
+TABLE_CODES = {"CoilRegister": 1, "DiscreteInputRegister": 2, "HoldingRegister": 3, "InputRegister": 4}
+
+
+class ModbusSimulator:
+    """A pymodbus server with simulated units; counts the requests it receives."""
+
+    def __init__(
+        self,
+        units: tuple[int, ...] = (1,),
+        host: str = "127.0.0.1",
+        port: int = 0,
+        serial_port: str | None = None,
+        framer: FramerType | None = None,
+    ) -> None:
+        self.units = units
+        self.host = host
+        self.port = port or free_port()
+        self.serial_port = serial_port
+        self.framer = framer
+        self.requests: Counter[tuple[int, str]] = Counter()
+        """(unit id, request name) -> how many arrived."""
+        self.failing: dict[int, set[tuple[int, int]]] = {u: set() for u in units}
+        """unit -> {(function code, address)} answered with exception 2."""
+        self.connections = 0
+        """Client connections opened so far."""
+        self._server: Any = None
+
+    def _device(self, unit: int) -> SimDevice:
+        def table(datatype: DataType, value: Any) -> list[SimData]:
+            return [SimData(0, count=SIZE, values=value, datatype=datatype)]
+
+        async def action(fc: int, start: int, address: int, count: int, regs: Any, set_values: Any) -> Any:
+            failing = self.failing[unit]
+            if failing and any((fc, a) in failing for a in range(address, address + count)):
+                return ExcCodes.ILLEGAL_ADDRESS
+            return None
+
+        simdata = (
+            table(DataType.BITS, False),
+            table(DataType.BITS, False),
+            table(DataType.REGISTERS, 0),
+            table(DataType.REGISTERS, 0),
+        )
+        return SimDevice(unit, simdata=simdata, action=action)
+
+    def _connected(self, connected: bool) -> None:
+        if connected:
+            self.connections += 1
+
+    def _trace(self, sending: bool, pdu: Any) -> Any:
+        if not sending:
+            self.requests[(getattr(pdu, "dev_id", 0), type(pdu).__name__)] += 1
+        return pdu
+
+    async def start(self) -> ModbusSimulator:
+        devices = [self._device(u) for u in self.units]
+        if self.serial_port is not None:
+            self._server = ModbusSerialServer(
+                devices,
+                framer=self.framer or FramerType.RTU,
+                port=self.serial_port,
+                baudrate=19200,
+                trace_pdu=self._trace,
+            )
+        else:
+            self._server = ModbusTcpServer(
+                devices,
+                framer=self.framer or FramerType.SOCKET,
+                address=(self.host, self.port),
+                trace_pdu=self._trace,
+                trace_connect=self._connected,
+            )
+        await self._server.serve_forever(background=True)
+        return self
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            server, self._server = self._server, None
+            await server.shutdown()
+
+    async def restart(self) -> None:
+        """Start again on the same port, keeping nothing but the configuration (a power cycle)."""
+        await self.stop()
+        await self.start()
+
+    @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    async def set(self, unit: int, register: str, address: int, values: list[int] | list[bool]) -> None:
+        await self._server.async_setValues(unit, TABLE_CODES[register], address, list(values))
+
+    async def get(self, unit: int, register: str, address: int, count: int) -> list[Any]:
+        return list(await self._server.async_getValues(unit, TABLE_CODES[register], address, count))
+
+    async def set_value(self, unit: int, visitor: dict[str, Any], twin_type: str, value: Any) -> None:
+        """Store a typed value the way a property's visitor reads it."""
+        where = layout(ModbusVisitor.model_validate(visitor), twin_type)
+        data = encode(where, value)
+        if where.visitor.bit is not None:
+            (current,) = await self.get(unit, where.register, where.offset, 1)
+            mask = 1 << where.visitor.bit
+            data = [(current | mask) if value else (current & ~mask)]
+        await self.set(unit, where.register, where.offset, [data] if isinstance(data, bool) else data)
+
+    async def get_value(self, unit: int, visitor: dict[str, Any], twin_type: str) -> Any:
+        where = layout(ModbusVisitor.model_validate(visitor), twin_type)
+        return decode(where, await self.get(unit, where.register, where.offset, where.count))
+
+    def total(self, unit: int | None = None) -> int:
+        return sum(n for (u, _), n in self.requests.items() if unit is None or u == unit)
+
+
+class ModbusConformanceSimulator(DeviceSimulator):
+    """The Modbus mapper's side of the kubeedge conformance suite."""
+
+    protocol: ClassVar[str] = "modbus"
+    mapper_settings: ClassVar[dict[str, Any]] = {"readTimeout": 3, "maxBackoff": 1}
+
+    def __init__(self) -> None:
+        self.server = ModbusSimulator(units=(1,))
+
+    async def start(self) -> None:
+        await self.server.start()
+        for point in self.points():
+            await self.server.set_value(1, point.visitor, point.type.lower(), point.initial)
+
+    async def stop(self) -> None:
+        await self.server.stop()
+
+    def protocol_config(self) -> dict[str, Any]:
+        return {
+            "communicateMode": "TCP",
+            "ip": "127.0.0.1",
+            "port": str(self.server.port),
+            "slaveID": 1,
+            "timeout": 500,
+        }
+
+    def points(self) -> list[Point]:
+        return [
+            Point(
+                "count",
+                "INT",
+                {"register": "HoldingRegister", "offset": 0, "dataType": "int16"},
+                -1234,
+                writable=True,
+                changed=4321,
+            ),
+            Point(
+                "temperature",
+                "FLOAT",
+                {"register": "InputRegister", "offset": 10, "dataType": "int16", "scale": 0.1},
+                21.5,
+                changed=22.5,
+            ),
+            Point(
+                "energy",
+                "DOUBLE",
+                {"register": "HoldingRegister", "offset": 20, "dataType": "float64", "isRegisterSwap": True},
+                1234.125,
+                writable=True,
+                changed=99.5,
+            ),
+            Point(
+                "label",
+                "STRING",
+                {"register": "HoldingRegister", "offset": 30, "dataType": "string", "limit": 8},
+                "pump A",
+                writable=True,
+                changed="pump B",
+            ),
+            Point(
+                "running",
+                "BOOLEAN",
+                {"register": "CoilRegister", "offset": 5},
+                False,
+                writable=True,
+                changed=True,
+            ),
+        ]
+
+    def _point(self, name: str) -> Point:
+        return next(p for p in self.points() if p.name == name)
+
+    async def device_value(self, point: str) -> Any:
+        spec = self._point(point)
+        return await self.server.get_value(1, spec.visitor, spec.type.lower())
+
+    async def set_device_value(self, point: str, value: Any) -> None:
+        spec = self._point(point)
+        await self.server.set_value(1, spec.visitor, spec.type.lower(), value)
+
+    async def fail_point(self, point: str, failing: bool) -> None:
+        spec = self._point(point)
+        where = layout(ModbusVisitor.model_validate(spec.visitor), spec.type.lower())
+        codes = {"HoldingRegister": 3, "InputRegister": 4, "CoilRegister": 1, "DiscreteInputRegister": 2}
+        entry = (codes[where.register], where.offset)
+        (self.server.failing[1].add if failing else self.server.failing[1].discard)(entry)
+
+    async def set_reachable(self, reachable: bool) -> None:
+        if reachable and not self.server.running:
+            await self.server.start()
+            for point in self.points():
+                await self.server.set_value(1, point.visitor, point.type.lower(), point.initial)
+        elif not reachable:
+            await self.server.stop()
+
+    def bad_configs(self) -> list[BadConfig]:
+        return [
+            BadConfig({"communicateMode": "TCP", "port": "5502", "slaveID": 1}, "spec.protocol.configData"),
+            BadConfig(
+                {"communicateMode": "TCP", "ip": "127.0.0.1", "port": "70000"},
+                "spec.protocol.configData.port",
+            ),
+            BadConfig(
+                {"register": "HoldingRegistr", "offset": 0},
+                "spec.properties[0].visitors.configData.register",
+                point="count",
+            ),
+            BadConfig(
+                {"register": "HoldingRegister", "offset": 0, "isswap": True},
+                "spec.properties[0].visitors.configData.isswap",
+                point="count",
+            ),
+        ]
+
+
+async def _main() -> None:
+    parser = argparse.ArgumentParser(description="Simulated Modbus TCP devices.")
+    parser.add_argument("--host", default="127.0.0.1")
+    parser.add_argument("--port", type=int, default=5502)
+    parser.add_argument("--units", default="1", help="comma-separated unit ids")
+    args = parser.parse_args()
+    units = tuple(int(u) for u in args.units.split(","))
+    simulator = await ModbusSimulator(units, args.host, args.port).start()
+    print(f"simulated Modbus units {','.join(map(str, units))} on {args.host}:{simulator.port}", flush=True)
+    await asyncio.Event().wait()
+
+
+if __name__ == "__main__":
+    asyncio.run(_main())
