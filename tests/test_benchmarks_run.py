@@ -23,3 +23,14 @@ def test_twin_pipeline_benchmark_runs() -> None:
     assert result.returncode == 0, result.stderr[-3000:]
     assert "headline: mosquitto:" in result.stdout
     assert "updates/s persisted" in result.stdout
+
+
+def test_modbus_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "modbus.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "headline: batching reads" in result.stdout
