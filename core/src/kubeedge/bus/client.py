@@ -10,6 +10,7 @@ jitter, and subscribes again to everything after each reconnect.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import random
@@ -181,10 +182,13 @@ class BusClient:
         self._connect_hooks: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
+        self._refused = asyncio.Event()
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
+        self._connecting: asyncio.Future[None] | None = None
         self._lost: asyncio.Event = asyncio.Event()
         self._sock: Any = None
+        self._fd = -1
         self.reconnects = 0
         self.last_error: str | None = None
 
@@ -198,18 +202,27 @@ class BusClient:
         """Connect (and keep reconnecting in the background); wait for the first connection.
 
         ``timeout=None`` returns at once and lets the connection come when the broker does.
+        Refused credentials or an untrusted certificate fail at once: waiting will not help.
         """
         self._loop = asyncio.get_running_loop()
         self._runner = asyncio.create_task(self._run(), name=f"bus:{self.client_id}")
-        if timeout is not None:
-            try:
-                await asyncio.wait_for(self._connected.wait(), timeout)
-            except TimeoutError:
-                await self.stop()
-                raise ConnectionError(
-                    f"cannot connect to the MQTT broker at {self.address.host}:{self.address.port} "
-                    f"within {timeout:g}s: {self.last_error or 'no answer'}"
-                ) from None
+        if timeout is None:
+            return
+        connected = asyncio.ensure_future(self._connected.wait())
+        refused = asyncio.ensure_future(self._refused.wait())
+        try:
+            await asyncio.wait([connected, refused], timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            connected.cancel()
+            refused.cancel()
+        if not self._connected.is_set():
+            await self.stop()
+            where = f"{self.address.host}:{self.address.port}"
+            if self._refused.is_set():
+                raise ConnectionError(f"the MQTT broker at {where} refused this client: {self.last_error}")
+            raise ConnectionError(
+                f"cannot connect to the MQTT broker at {where} within {timeout:g}s: {self.last_error or 'no answer'}"
+            )
 
     async def wait_connected(self) -> None:
         await self._connected.wait()
@@ -230,6 +243,11 @@ class BusClient:
             self._runner.cancel()
             await asyncio.gather(self._runner, return_exceptions=True)
             self._runner = None
+        if self._connecting is not None and not self._connecting.done():
+            # A connect still running in its thread would open a socket nobody closes.
+            await asyncio.wait([self._connecting], timeout=30)
+            await asyncio.sleep(0)  # let its socket-open callback run, then close that socket too
+        self._close_socket()
 
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 0) -> None:
         """Call ``handler`` for every message matching ``topic_filter`` (now and after reconnects)."""
@@ -277,9 +295,12 @@ class BusClient:
             while not self._stopping:
                 self._lost.clear()
                 try:
-                    await self._loop.run_in_executor(None, self._connect_blocking)
+                    self._connecting = self._loop.run_in_executor(None, self._connect_blocking)
+                    await asyncio.shield(self._connecting)
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
+                    if isinstance(exc, ssl.SSLCertVerificationError):
+                        self._refused.set()
                     self._close_socket()
                 else:
                     await self._lost.wait()
@@ -317,12 +338,18 @@ class BusClient:
 
     def _watch(self, sock: Any) -> None:
         assert self._loop is not None
+        if sock is not self._client.socket() or sock.fileno() < 0:
+            return  # closed again before the loop got to it (refused, handshake failed)
         self._sock = sock
+        self._fd = sock.fileno()
         self._client.reset_buffer()
         sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        self._loop.add_reader(sock, self._readable)
+        # A descriptor number can be reused; drop whatever the selector still holds for it.
+        self._loop.remove_reader(self._fd)
+        self._loop.remove_writer(self._fd)
+        self._loop.add_reader(self._fd, self._readable)
         if self._client.want_write():
-            self._loop.add_writer(sock, self._writable)
+            self._loop.add_writer(self._fd, self._writable)
 
     def _readable(self) -> None:
         client = self._client
@@ -337,45 +364,65 @@ class BusClient:
         self._client.loop_write()
 
     def _on_socket_close(self, _client: Any, _userdata: Any, sock: Any) -> None:
+        # paho calls this just before closing the socket: stop watching its descriptor now, in
+        # the loop's thread, or a later socket reusing the number would meet a stale registration.
         if self._loop is None or self._loop.is_closed():
             return
-        self._loop.call_soon_threadsafe(self._unwatch, sock)
+        if _in_loop_thread(self._loop):
+            self._unwatch(sock)
+        else:
+            self._loop.call_soon_threadsafe(self._unwatch, sock)
 
     def _unwatch(self, sock: Any) -> None:
         assert self._loop is not None
-        try:
-            self._loop.remove_reader(sock)
-            self._loop.remove_writer(sock)
-        except (ValueError, OSError):  # the socket is already closed
-            pass
-        if sock is self._sock:
-            self._sock = None
-            self._lost.set()
+        if sock is not self._sock:
+            return
+        with contextlib.suppress(ValueError, OSError):
+            self._loop.remove_reader(self._fd)
+            self._loop.remove_writer(self._fd)
+        self._sock = None
+        self._fd = -1
+        self._lost.set()
 
     def _on_register_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
         if self._loop is None or self._loop.is_closed():
             return
-        if self._loop.is_running() and _in_loop_thread(self._loop):
-            self._loop.add_writer(sock, self._writable)
+        if _in_loop_thread(self._loop):
+            self._want_write(sock, True)
         else:
-            self._loop.call_soon_threadsafe(self._loop.add_writer, sock, self._writable)
+            self._loop.call_soon_threadsafe(self._want_write, sock, True)
 
     def _on_unregister_write(self, _client: Any, _userdata: Any, sock: Any) -> None:
         if self._loop is None or self._loop.is_closed():
             return
         if _in_loop_thread(self._loop):
-            self._loop.remove_writer(sock)
+            self._want_write(sock, False)
         else:
-            self._loop.call_soon_threadsafe(self._loop.remove_writer, sock)
+            self._loop.call_soon_threadsafe(self._want_write, sock, False)
+
+    def _want_write(self, sock: Any, wanted: bool) -> None:
+        # Only for the socket being watched (before _watch runs, it picks want_write up itself).
+        if self._loop is None or sock is not self._sock or self._fd < 0:
+            return
+        if wanted:
+            self._loop.add_writer(self._fd, self._writable)
+        else:
+            self._loop.remove_writer(self._fd)
 
     def _on_connect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         if reason.is_failure:
             self.last_error = f"broker refused the connection: {reason}"
-            self._close_socket()
+            if reason.value in (4, 5, 134, 135):  # bad user name or password / not authorized
+                self._refused.set()
+            # Not from inside paho's callback: paho holds its callback lock while calling us, and
+            # closing the socket needs that lock again (a self-deadlock).
+            assert self._loop is not None
+            self._loop.call_soon(self._close_socket)
             return
         for topic_filter, qos in self._subscriptions.items():
             self._client.subscribe(topic_filter, qos)
         self.last_error = None
+        self._refused.clear()
         self._connected.set()
         log.debug("bus %s: connected to %s:%s", self.client_id, self.address.host, self.address.port)
         for hook in self._connect_hooks:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import shutil
 import socket
 import subprocess
@@ -37,8 +38,11 @@ class Mosquitto:
         if binary is None:
             raise RuntimeError("mosquitto is not installed (apt-get install mosquitto; hack/system-deps.sh)")
         conf = Path(self._dir.name) / "mosquitto.conf"
+        anonymous = "" if "password_file" in self.extra else "allow_anonymous true\n"
+        # As root, mosquitto switches to its own user, which cannot read the test's private files.
+        anonymous += "user root\n" if os.geteuid() == 0 else ""
         conf.write_text(
-            f"listener {self.port} 127.0.0.1\nallow_anonymous true\nmax_queued_messages 0\n"
+            f"listener {self.port} 127.0.0.1\n{anonymous}max_queued_messages 0\n"
             f"persistence false\nlog_dest stderr\nlog_type error\n{self.extra}\n"
         )
         self.process = subprocess.Popen([binary, "-c", str(conf)], stderr=subprocess.PIPE)

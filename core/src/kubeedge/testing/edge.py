@@ -126,7 +126,7 @@ async def start_edge(
     """Start an edge in this event loop: data in ``tmp/data``, manifests followed in ``tmp/manifests``."""
     manifests = tmp / "manifests"
     manifests.mkdir(parents=True, exist_ok=True)
-    bus: dict[str, Any] = {"url": bus_url}
+    bus: dict[str, Any] = {"url": bus_url, **extra.pop("bus", {})}
     if bus_url == "embedded":
         from kubeedge.bus import free_port
 

@@ -52,6 +52,18 @@ except ImportError:  # the async fixtures need pytest-asyncio; the rest works wi
 else:
 
     @pytest_asyncio.fixture
+    async def embedded_url() -> AsyncIterator[str]:
+        """The embedded broker (amqtt, with the edge's `$` topic fix) on a free loopback port."""
+        from kubeedge.bus import EmbeddedBroker, free_port
+
+        broker = EmbeddedBroker("127.0.0.1", free_port())
+        await broker.start()
+        try:
+            yield broker.url
+        finally:
+            await broker.stop()
+
+    @pytest_asyncio.fixture
     async def edge(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
         """``await edge(bus_url=..., mappers={...})`` starts an edge in process; stopped after the test."""
         from kubeedge.testing.edge import EdgeHandle, start_edge

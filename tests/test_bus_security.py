@@ -1,0 +1,81 @@
+"""The edge on an external broker with TLS and a password, as production runs it; wrong
+credentials and an untrusted certificate are refused with a clear message."""
+
+import asyncio
+import json
+import shutil
+import subprocess
+
+import pytest
+import trustme
+from sample_devices import device, model
+
+from kubeedge.bus import BusClient
+from kubeedge.testing import Mosquitto
+
+
+@pytest.fixture
+def secure_broker(tmp_path):
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    passwd = tmp_path / "passwd"
+    passwd.write_text("")
+    subprocess.run(
+        [
+            shutil.which("mosquitto_passwd") or "/usr/bin/mosquitto_passwd",
+            "-b",
+            str(passwd),
+            "edge",
+            "s3cret",
+        ],
+        check=True,
+    )
+    broker = Mosquitto(
+        extra=(
+            f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+            f"password_file {passwd}\n"
+        )
+    ).start()
+    yield broker, tmp_path / "ca.pem"
+    broker.close()
+
+
+async def test_edge_over_tls_with_a_password(edge, secure_broker) -> None:
+    broker, ca = secure_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    handle = await edge(
+        bus_url=url, bus={"url": url, "username": "edge", "password": "s3cret", "caFile": str(ca)}
+    )
+    handle.write_manifest("a.yaml", model(), device("one"))
+    await handle.wait_reported("default/one", "label", "hello")
+    client = await handle.client()
+    await client.set_desired("default/one", "setpoint", "12")
+    await handle.wait_reported("default/one", "setpoint", "12")
+
+
+async def test_wrong_password_and_untrusted_certificate_are_named(secure_broker) -> None:
+    broker, ca = secure_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    bad_password = BusClient(url, username="edge", password="wrong", ca_file=ca)
+    with pytest.raises(
+        ConnectionError, match="refused this client: broker refused the connection: Not authorized"
+    ):
+        await asyncio.wait_for(bad_password.start(timeout=30), 5)  # at once, not after the timeout
+    untrusted = BusClient(url, username="edge", password="s3cret")
+    with pytest.raises(ConnectionError, match="CERTIFICATE_VERIFY_FAILED"):
+        await asyncio.wait_for(untrusted.start(timeout=30), 5)
+    good = BusClient(url, username="edge", password="s3cret", ca_file=ca)
+    await good.start(timeout=5)
+    seen = []
+    good.subscribe("$hw/events/device/+/+/twin/update", lambda t, p: seen.append(json.loads(p)))
+    await asyncio.sleep(0.1)
+    good.publish("$hw/events/device/a/b/twin/update", b'{"twin":{}}')
+    for _ in range(50):
+        if seen:
+            break
+        await asyncio.sleep(0.02)
+    assert seen == [{"twin": {}}]
+    await good.stop()
