@@ -8,10 +8,10 @@ import subprocess
 
 import pytest
 import trustme
-from sample_devices import device, model
 
 from kubeedge.bus import BusClient
 from kubeedge.testing import Mosquitto
+from sample_devices import device, model
 
 
 @pytest.fixture

@@ -220,8 +220,9 @@ class BusClient:
             where = f"{self.address.host}:{self.address.port}"
             if self._refused.is_set():
                 raise ConnectionError(f"the MQTT broker at {where} refused this client: {self.last_error}")
+            reason = self.last_error or "no answer"
             raise ConnectionError(
-                f"cannot connect to the MQTT broker at {where} within {timeout:g}s: {self.last_error or 'no answer'}"
+                f"cannot connect to the MQTT broker at {where} within {timeout:g}s: {reason}"
             )
 
     async def wait_connected(self) -> None:
@@ -338,7 +339,7 @@ class BusClient:
 
     def _watch(self, sock: Any) -> None:
         assert self._loop is not None
-        if sock is not self._client.socket() or sock.fileno() < 0:
+        if id(sock) != id(self._client.socket()) or sock.fileno() < 0:
             return  # closed again before the loop got to it (refused, handshake failed)
         self._sock = sock
         self._fd = sock.fileno()
