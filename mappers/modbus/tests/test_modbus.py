@@ -416,3 +416,28 @@ async def test_rtu_over_a_serial_line(edge, pty_pair) -> None:
         assert (await simulator.get(1, "CoilRegister", 1, 1))[0] is False
     finally:
         await simulator.stop()
+
+
+async def test_rtu_framing_over_tcp(edge) -> None:
+    from pymodbus.framer import FramerType
+
+    simulator = await ModbusSimulator(units=(4,), framer=FramerType.RTU).start()
+    try:
+        props = [
+            {
+                "name": "level",
+                "type": "INT",
+                "visitor": {"register": "HoldingRegister", "offset": 3, "dataType": "uint16"},
+            }
+        ]
+        await simulator.set(4, "HoldingRegister", 3, [512])
+        handle = await edge(mappers={"modbus": SETTINGS})
+        handle.write_manifest(
+            "plc.yaml", model(props), device("gw", props, tcp(simulator, 4, communicateMode="RTUOverTCP"))
+        )
+        await handle.wait_reported("plant/gw", "level", "512")
+        client = await handle.client()
+        await client.set_desired("plant/gw", "level", "600")
+        await handle.wait_reported("plant/gw", "level", "600")
+    finally:
+        await simulator.stop()
