@@ -38,17 +38,7 @@ class EdgeContext:
 
     def new_bus_client(self, name: str, **kwargs: Any) -> BusClient:
         """Another connection to the bus with the edge's credentials (for in-process mappers)."""
-        bus = self.config.bus
-        return BusClient(
-            self.bus_url,
-            client_id=f"{self.node}-{name}",
-            username=bus.username,
-            password=bus.password,
-            ca_file=bus.ca_file,
-            cert_file=bus.cert_file,
-            key_file=bus.key_file,
-            **kwargs,
-        )
+        return BusClient.from_config(self.config.bus, f"{self.node}-{name}", self.bus_url, **kwargs)
 
 
 class EdgeModule(ABC):

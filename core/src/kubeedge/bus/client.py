@@ -27,6 +27,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from kubeedge.config import BusConfig
 from kubeedge.errors import ConfigError
 
 log = logging.getLogger(__name__)
@@ -191,6 +192,22 @@ class BusClient:
         self._fd = -1
         self.reconnects = 0
         self.last_error: str | None = None
+
+    @classmethod
+    def from_config(
+        cls, config: BusConfig, client_id: str, url: str | None = None, **kwargs: Any
+    ) -> BusClient:
+        """A client with the credentials and TLS files of the edge configuration's ``bus``."""
+        return cls(
+            url or config.client_url(),
+            client_id=client_id,
+            username=config.username,
+            password=config.password,
+            ca_file=config.ca_file,
+            cert_file=config.cert_file,
+            key_file=config.key_file,
+            **kwargs,
+        )
 
     # ----------------------------------------------------------------- public
 

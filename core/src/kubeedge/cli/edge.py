@@ -168,16 +168,7 @@ def mapper_run(name: str, config_path: Path | None) -> None:
 
 
 def _bus(config: EdgeConfig, name: str) -> BusClient:
-    bus = config.bus
-    return BusClient(
-        bus.client_url(),
-        client_id=f"{config.node}-{name}",
-        username=bus.username,
-        password=bus.password,
-        ca_file=bus.ca_file,
-        cert_file=bus.cert_file,
-        key_file=bus.key_file,
-    )
+    return BusClient.from_config(config.bus, f"{config.node}-{name}")
 
 
 async def _with_edge(config: EdgeConfig, action: Callable[[EdgeClient], Awaitable[T]]) -> T:

@@ -77,14 +77,10 @@ class EdgeCore:
         else:
             bus_url = config.bus.url
         publisher_instance = _instance_id()
-        bus = BusClient(
+        bus = BusClient.from_config(
+            config.bus,
+            f"{config.node}-edge",
             bus_url,
-            client_id=f"{config.node}-edge",
-            username=config.bus.username,
-            password=config.bus.password,
-            ca_file=config.bus.ca_file,
-            cert_file=config.bus.cert_file,
-            key_file=config.bus.key_file,
             will=(
                 topics.edge_topic(config.node, topics.EDGE_STATUS),
                 status_payload("offline", publisher_instance),

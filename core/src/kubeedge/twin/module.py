@@ -189,22 +189,28 @@ class TwinModule(EdgeModule):
 
     # ----------------------------------------------------------------- twin/update
 
-    def _twin_update(self, where: DeviceTopic, payload: bytes, result_topic: str) -> None:
+    def _known_device(self, model: type[Any], where: DeviceTopic, payload: bytes, result_topic: str) -> Any:
+        """``(message, device)``, or None after answering 400 (malformed) or 404 (unknown device)."""
         key = where.device_key
         try:
-            message: TwinUpdate = parse(TwinUpdate, payload)
+            message = parse(model, payload)
         except WireError as exc:
             self._error_to(result_topic, _event_id(payload), 400, f"device {key}: {exc.reason}")
-            return
+            return None
         device = self.devices.get(key)
         if device is None:
             self._error_to(
-                result_topic,
-                message.event_id,
-                404,
-                f"update rejected: device {key} does not exist on node {self.node}",
+                result_topic, message.event_id, 404, f"device {key} does not exist on node {self.node}"
             )
+            return None
+        return message, device
+
+    def _twin_update(self, where: DeviceTopic, payload: bytes, result_topic: str) -> None:
+        known = self._known_device(TwinUpdate, where, payload, result_topic)
+        if known is None:
             return
+        message, device = known
+        key = where.device_key
         problems = [p for name, twin in message.twin.items() for p in self._check(device, name, twin)]
         if problems:
             self._error_to(result_topic, message.event_id, 400, f"device {key}: " + "; ".join(problems))
@@ -353,18 +359,11 @@ class TwinModule(EdgeModule):
         self._wake.set()
 
     def _state_update(self, where: DeviceTopic, payload: bytes, result_topic: str) -> None:
+        known = self._known_device(DeviceStateUpdate, where, payload, result_topic)
+        if known is None:
+            return
+        message, device = known
         key = where.device_key
-        try:
-            message: DeviceStateUpdate = parse(DeviceStateUpdate, payload)
-        except WireError as exc:
-            self._error_to(result_topic, _event_id(payload), 400, f"device {key}: {exc.reason}")
-            return
-        device = self.devices.get(key)
-        if device is None:
-            self._error_to(
-                result_topic, message.event_id, 404, f"device {key} does not exist on node {self.node}"
-            )
-            return
         state = (message.state or "").lower()
         if state not in DEVICE_STATES:
             allowed = ", ".join(sorted(DEVICE_STATES))

@@ -17,7 +17,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Hashable, Sequence
+from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
@@ -189,24 +189,32 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         return value
 
     async def _request_read(self, register: str, start: int, count: int) -> list[Any]:
-        assert self._link is not None
         unit = self.config.slave_id
+
+        def request(client: Client) -> Awaitable[Any]:
+            if register == "HoldingRegister":
+                return client.read_holding_registers(start, count=count, device_id=unit)
+            if register == "InputRegister":
+                return client.read_input_registers(start, count=count, device_id=unit)
+            if register == "CoilRegister":
+                return client.read_coils(start, count=count, device_id=unit)
+            return client.read_discrete_inputs(start, count=count, device_id=unit)
+
+        response = await self._exchange(request, f"reading {count} {register} at {start}")
+        return list(response.bits[:count] if register in BIT_REGISTERS else response.registers)
+
+    async def _exchange(self, request: Callable[[Client], Awaitable[Any]], what: str) -> Any:
+        """One request and its answer, alone on the (shared) link; errors as the runtime wants them."""
+        assert self._link is not None
         async with self._link.lock:
             client = await self._ensure_connected()
             self.requests += 1
             try:
-                if register == "HoldingRegister":
-                    response = await client.read_holding_registers(start, count=count, device_id=unit)
-                elif register == "InputRegister":
-                    response = await client.read_input_registers(start, count=count, device_id=unit)
-                elif register == "CoilRegister":
-                    response = await client.read_coils(start, count=count, device_id=unit)
-                else:
-                    response = await client.read_discrete_inputs(start, count=count, device_id=unit)
+                response = await request(client)
             except ModbusException as exc:
                 raise self._no_answer(exc) from None
-        self._raise_for_exception(response, f"reading {count} {register} at {start}")
-        return list(response.bits[:count] if register in BIT_REGISTERS else response.registers)
+        self._raise_for_exception(response, what)
+        return response
 
     # ----------------------------------------------------------------- writes
 
@@ -222,22 +230,17 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 data = [(current | mask) if value else (current & ~mask)]
         except ValueError as exc:
             raise DeviceError(f"cannot write {value!r} as {where.data_type}: {exc}") from None
-        assert self._link is not None
         unit = self.config.slave_id
-        async with self._link.lock:
-            client = await self._ensure_connected()
-            self.requests += 1
-            try:
-                if where.register == "CoilRegister":
-                    response = await client.write_coil(where.offset, bool(data), device_id=unit)
-                elif isinstance(data, list) and len(data) == 1:
-                    response = await client.write_register(where.offset, data[0], device_id=unit)
-                else:
-                    assert isinstance(data, list)
-                    response = await client.write_registers(where.offset, data, device_id=unit)
-            except ModbusException as exc:
-                raise self._no_answer(exc) from None
-        self._raise_for_exception(response, f"writing {where.register} at {where.offset}")
+
+        def request(client: Client) -> Awaitable[Any]:
+            if where.register == "CoilRegister":
+                return client.write_coil(where.offset, bool(data), device_id=unit)
+            assert isinstance(data, list)
+            if len(data) == 1:
+                return client.write_register(where.offset, data[0], device_id=unit)
+            return client.write_registers(where.offset, data, device_id=unit)
+
+        await self._exchange(request, f"writing {where.register} at {where.offset}")
 
     # ----------------------------------------------------------------- errors
 
