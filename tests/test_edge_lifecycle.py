@@ -188,3 +188,25 @@ async def test_a_mapper_in_its_own_process(edge, tmp_path) -> None:
             await process.wait()
     assert process.returncode == 0  # stopped cleanly on SIGTERM
     assert b"mapper virtual running" in await output
+
+
+async def test_membership_is_announced_and_answered(edge) -> None:
+    import json
+
+    from kubeedge.bus import BusClient
+
+    handle = await edge(mappers={})
+    seen = []
+    watcher = BusClient(handle.core.context.bus_url)
+    await watcher.start()
+    watcher.subscribe("$hw/events/node/edge-1/membership/updated", lambda t, p: seen.append(json.loads(p)))
+    await asyncio.sleep(0.1)
+    handle.write_manifest("a.yaml", model(), device("one"), device("two"))
+    await wait_for(lambda: seen, what="membership/updated")
+    assert sorted(d["id"] for d in seen[0]["added_devices"]) == ["default/one", "default/two"]
+    handle.write_manifest("a.yaml", model(), device("one"))
+    await wait_for(lambda: len(seen) == 2, what="a second membership/updated")
+    assert [d["id"] for d in seen[1]["removed_devices"]] == ["default/two"]
+    client = await handle.client()
+    assert [d["id"] for d in await client.devices()] == ["default/one"]
+    await watcher.stop()

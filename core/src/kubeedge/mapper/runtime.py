@@ -226,8 +226,7 @@ class DeviceWorker:
                 await _close(driver)
                 raise
             except Exception as exc:
-                log.info("device %s: cannot connect: %s", self.key, _describe(exc))
-                self._set_state("offline")
+                self._offline(f"cannot connect: {_describe(exc)}")
                 await _close(driver)
                 attempt += 1
                 await asyncio.sleep(_backoff(attempt, settings.max_backoff))
@@ -242,8 +241,7 @@ class DeviceWorker:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                log.info("device %s: lost: %s", self.key, _describe(exc))
-                self._set_state("offline")
+                self._offline(f"lost: {_describe(_first_leaf(exc))}")
             finally:
                 await _close(driver)
                 self.driver = None
@@ -394,6 +392,19 @@ class DeviceWorker:
             return
         body = {"event_id": "", "timestamp": timestamp or now_ms(), "twin": twins}
         self.runtime.bus.publish(self._update_topic, orjson.dumps(body))
+
+    def _offline(self, reason: str) -> None:
+        """State offline, and the reason on every property's twin (so ``device get`` says why);
+        the next good read of a property clears it."""
+        log.info("device %s: %s", self.key, reason)
+        self._set_state("offline")
+        message = f"device offline: {reason}"
+        updates = {}
+        for plan in self.plan.properties.values():
+            if plan.report.error != message:
+                plan.report.error = message
+                updates[plan.prop.name] = {"metadata": {"type": plan.prop.type, "error": message}}
+        self._publish_twins(updates)
 
     def _set_state(self, state: str) -> None:
         if state == self.state:
@@ -593,6 +604,13 @@ def _describe(exc: BaseException) -> str:
     if isinstance(exc, asyncio.TimeoutError) and not text:
         return "timed out"
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def _first_leaf(exc: BaseException) -> BaseException:
+    """The first real exception inside the groups a TaskGroup wraps it in."""
+    while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
+        exc = exc.exceptions[0]
+    return exc
 
 
 async def _close(driver: Driver[Any, Any]) -> None:

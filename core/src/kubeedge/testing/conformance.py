@@ -262,12 +262,29 @@ class MapperConformance:
             what=f"the error on {failing.name} to clear",
         )
 
+    async def test_every_point_failing_makes_the_device_unhealthy(
+        self, deployed: _Deployment, mapper_simulator: DeviceSimulator
+    ) -> None:
+        edge = deployed.edge
+        for point in deployed.points.values():
+            await mapper_simulator.fail_point(point.name, True)
+        await edge.wait_state(deployed.key, "unhealthy", timeout=self.timeout)
+        for point in deployed.points.values():
+            await mapper_simulator.fail_point(point.name, False)
+        await edge.wait_state(deployed.key, "online", timeout=self.timeout)
+
     async def test_device_lost_and_back(
         self, deployed: _Deployment, mapper_simulator: DeviceSimulator
     ) -> None:
         edge = deployed.edge
         await mapper_simulator.set_reachable(False)
         await edge.wait_state(deployed.key, "offline", timeout=self.timeout)
+        first = next(iter(deployed.points))
+        await wait_for(
+            lambda: edge.error(deployed.key, first).startswith("device offline:"),
+            self.timeout,
+            what="the reason the device is offline, on its twin",
+        )
         point = next(p for p in deployed.points.values() if p.changed is not None)
         await mapper_simulator.set_reachable(True)
         await mapper_simulator.set_device_value(point.name, point.changed)
