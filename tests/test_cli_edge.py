@@ -79,9 +79,12 @@ async def test_cli_without_a_running_edge_says_so(tmp_path) -> None:
 
     path = tmp_path / "edge.yaml"
     path.write_text(f"node: edge-1\nbus:\n  url: mqtt://127.0.0.1:{free_port()}\n")
+    started = asyncio.get_running_loop().time()
     code, out = await kubeedge("device", "list", "-c", str(path))
     assert code == 1
     assert "cannot connect to the MQTT broker at 127.0.0.1" in out
+    assert "nothing is listening there" in out and "Is the edge running?" in out
+    assert asyncio.get_running_loop().time() - started < 5  # at once, not after a timeout
 
 
 async def test_edge_run_refuses_bad_config_naming_the_key(tmp_path) -> None:

@@ -59,11 +59,17 @@ async def answer(results: list, count: int = 1) -> list:
             update_topic(),
             b'{"twin":{"temperature":{"actual":{"value":"warm"}}}}',
             400,
-            "temperature.actual: 'warm' is not a number",
+            "temperature: reported value 'warm' is not a number",
         ),
         (update_topic(), b'{"twin":{"setpoint":{"expected":{"value":"99"}}}}', 400, "above the maximum 30"),
         (update_topic(), b'{"twin":{"temperature":{"expected":{"value":"22"}}}}', 400, "ReadOnly"),
         (update_topic(), b'{"twin":{"bad name!":{"actual":{"value":"1"}}}}', 400, "twin name"),
+        (
+            update_topic(),
+            b'{"twin":{"nosuch":{"expected":{"value":"1"}}}}',
+            400,
+            "nosuch: no such property on device default/sensor-1 (it has: label, setpoint, temperature)",
+        ),
         (
             update_topic(),
             b'{"twin":{"temperature":{"actual":{"value":{"nested":1}}}}}',
@@ -89,6 +95,7 @@ async def answer(results: list, count: int = 1) -> list:
         "out-of-range",
         "read-only",
         "bad-name",
+        "desired-for-unknown-property",
         "json-value",
         "delete-spec-twin",
         "huge-payload",
@@ -148,5 +155,25 @@ async def test_state_updates_and_get_of_unknown_device(wired) -> None:
     assert body["device"]["state"] == "online"
     assert body["device"]["lastOnlineTime"].endswith("Z")
     edge_client = await handle.client()
-    with pytest.raises(Exception, match="not found while getting twin"):
+    with pytest.raises(Exception, match="device default/ghost does not exist on node edge-1"):
         await edge_client.twin("default/ghost")
+
+
+async def test_values_the_twin_could_not_store_or_echo_are_refused(wired) -> None:
+    handle, client, results = wired
+    huge = b'{"twin":{"label":{"actual":{"value":"2"},"metadata":{"unit":100000000000000000000000}}}}'
+    client.publish(update_topic(), huge, qos=1)
+    client.publish(
+        update_topic(),
+        b'{"timestamp":99999999999999999999999,"twin":{"label":{"actual":{"value":"3"}}}}',
+        qos=1,
+    )
+    client.publish(
+        update_topic(), b'{"twin":{"label":{"actual":{"value":"4"},"metadata":{"nested":{"a":1}}}}}', qos=1
+    )
+    await answer(results, 3)
+    assert all(body.get("code") == 400 for _, body in results[:3]), results
+    client.publish(update_topic(), b'{"twin":{"label":{"actual":{"value":"5"}}}}', qos=1)
+    await handle.wait_reported("default/sensor-1", "label", "5")
+    edge_client = await handle.client()
+    assert (await edge_client.twin("default/sensor-1"))["label"]["actual"]["value"] == "5"

@@ -210,3 +210,14 @@ async def test_membership_is_announced_and_answered(edge) -> None:
     client = await handle.client()
     assert [d["id"] for d in await client.devices()] == ["default/one"]
     await watcher.stop()
+
+
+async def test_a_broken_file_at_start_up_does_not_erase_twins(edge, tmp_path) -> None:
+    first = await edge(workdir=tmp_path / "a")
+    path = first.write_manifest("a.yaml", model(), device("one"))
+    await first.wait_reported("default/one", "label", "hello")
+    await first.stop()
+    path.write_text(path.read_text() + "\n---\nkind: [unclosed\n")  # broken while the edge was down
+    second = await edge(workdir=tmp_path / "a", mappers={})
+    await asyncio.sleep(0.3)
+    assert second.record("default/one", "label").actual == "hello"  # still in the twin database

@@ -131,3 +131,34 @@ async def test_order_is_kept_per_property_under_load(edge, broker_url) -> None:
     assert documents == [str(i) for i in range(2000)]
     assert handle.reported("default/sensor-1", "temperature") == "1999"
     await publisher.stop()
+
+
+async def test_a_failed_commit_is_retried_and_nothing_is_published_before_it(edge) -> None:
+    handle = await edge(mappers={})
+    handle.write_manifest("sensor.yaml", model(), device())
+    await wait_for(lambda: "default/sensor-1" in handle.twin.devices)
+    await handle.twin.flush()
+    results = []
+    watcher = BusClient(handle.core.context.bus_url)
+    await watcher.start()
+    watcher.subscribe("$hw/events/device/+/+/twin/update/result", lambda t, p: results.append(json.loads(p)))
+    await asyncio.sleep(0.1)
+    blocker = sqlite3.connect(handle.config.data_dir / "twins.db", isolation_level=None)
+    blocker.execute("BEGIN EXCLUSIVE")  # another process holding the database: commits fail
+    try:
+        watcher.publish(
+            topics.device_topic("default", "sensor-1", topics.TWIN_UPDATE),
+            b'{"event_id":"held","twin":{"label":{"actual":{"value":"stored later"}}}}',
+            qos=1,
+        )
+        await wait_for(lambda: handle.twin.stats.write_failures >= 1, timeout=15, what="a failed commit")
+        assert results == []  # not answered while not stored
+    finally:
+        blocker.execute("ROLLBACK")
+        blocker.close()
+    await wait_for(lambda: results, timeout=15, what="the result after the retry")
+    assert results[0]["event_id"] == "held"
+    db = sqlite3.connect(handle.config.data_dir / "twins.db")
+    assert db.execute("SELECT actual FROM twins WHERE name = 'label'").fetchone() == ("stored later",)
+    db.close()
+    await watcher.stop()

@@ -239,3 +239,10 @@ def test_line_numbers_count_empty_documents() -> None:
     (problem,) = validate_documents(documents).all_problems
     assert problem.document == 3  # the empty first document still counts
     assert "nodeName: Bad_Node" in text.splitlines()[problem.line - 1]
+
+
+def test_a_device_of_an_invalid_model_says_so() -> None:
+    problems = check(mutate(MODEL, "spec.properties.0.accessMode", "ReadWrte"), DEVICE)
+    device_problems = [p for p in problems if "Device plant/meter-1" in p]
+    assert len(device_problems) == 1
+    assert "DeviceModel plant/meter is given but not valid" in device_problems[0]

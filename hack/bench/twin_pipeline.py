@@ -211,6 +211,10 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
 
 
 async def main() -> None:
+    # `timeout` or a supervisor stops us with SIGTERM: cancel, so the finally blocks stop the children.
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )

@@ -111,7 +111,9 @@ class PluginHost:
         self.pm.add_hookspecs(hookspecs)
         self._origin: dict[str, Installed] = {}
 
-    def load(self, kind: PluginKind, enabled: Collection[str]) -> list[PluginStatus]:
+    def load(
+        self, kind: PluginKind, enabled: Collection[str], origin: str = "enabled in the configuration"
+    ) -> list[PluginStatus]:
         """Import and register the enabled plugins of a kind; report on every installed one too.
 
         Never raises for a bad plugin: each status carries its own error, so one broken plugin
@@ -122,27 +124,28 @@ class PluginHost:
         for name in sorted(set(available) | set(enabled)):
             status = PluginStatus(kind, name, name in enabled, available.get(name, []))
             if status.enabled:
-                self._load_one(status, available)
+                self._load_one(status, available, origin)
             elif len(status.installed) > 1:
                 status.error = self._duplicate_message(status)
             statuses.append(status)
         return statuses
 
-    def require(self, kind: PluginKind, enabled: Collection[str]) -> list[PluginStatus]:
+    def require(
+        self, kind: PluginKind, enabled: Collection[str], origin: str = "enabled in the configuration"
+    ) -> list[PluginStatus]:
         """:meth:`load`, raising one :class:`PluginError` listing every enabled plugin that failed."""
-        statuses = self.load(kind, enabled)
+        statuses = self.load(kind, enabled, origin)
         errors = [s.error for s in statuses if s.enabled and s.error]
         if errors:
             raise PluginError("\n".join(errors))
         return statuses
 
-    def _load_one(self, status: PluginStatus, available: dict[str, list[Installed]]) -> None:
+    def _load_one(self, status: PluginStatus, available: dict[str, list[Installed]], origin: str) -> None:
         label = KIND_LABELS[status.kind]
         if not status.installed:
             names = ", ".join(available) or "none"
             status.error = (
-                f"{label} {status.name!r} is enabled in the configuration but not installed "
-                f"(installed {label}s: {names})"
+                f"{label} {status.name!r} is {origin} but not installed (installed {label}s: {names})"
             )
             return
         if len(status.installed) > 1:

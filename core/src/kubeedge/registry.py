@@ -82,8 +82,15 @@ class DeviceRegistry:
     def serves(self, device: Device) -> bool:
         return not device.spec.node_name or device.spec.node_name == self.node
 
-    def replace(self, devices: Iterable[Device], models: Iterable[DeviceModel]) -> None:
-        """Make the registry hold exactly these devices (those for this node whose model is known)."""
+    def replace(
+        self, devices: Iterable[Device], models: Iterable[DeviceModel], complete: bool = True
+    ) -> None:
+        """Make the registry hold exactly these devices (those for this node whose model is known).
+
+        ``complete=False`` says the source could not read everything (a broken file it kept the
+        last good objects of, or none at start-up): listeners are then not told to forget what
+        they remember of devices they were not given.
+        """
         by_key = {m.key: m for m in models}
         wanted: dict[str, ServedDevice] = {}
         for device in devices:
@@ -99,25 +106,31 @@ class DeviceRegistry:
             self._remove(key)
         for served in wanted.values():
             self._put(served)
+        if complete:
+            self._tell("registry_synced", set(self._devices))
+
+    def _tell(self, event: str, *args: object) -> None:
+        """Every listener hears of every change: one that fails is logged, the others still hear."""
         for listener in self._listeners:
-            listener.registry_synced(set(self._devices))
+            try:
+                getattr(listener, event)(*args)
+            except Exception:
+                log.exception("registry: %s failed in %s", event, type(listener).__name__)
 
     def _put(self, served: ServedDevice) -> None:
         previous = self._devices.get(served.key)
         if previous is not None and previous.fingerprint() == served.fingerprint():
             return
         self._devices[served.key] = served
-        for listener in self._listeners:
-            if previous is None:
-                listener.device_added(served)
-            else:
-                listener.device_updated(served, previous)
+        if previous is None:
+            self._tell("device_added", served)
+        else:
+            self._tell("device_updated", served, previous)
         log.info(
             "device %s %s (protocol %s)", served.key, "updated" if previous else "added", served.protocol
         )
 
     def _remove(self, key: str) -> None:
         served = self._devices.pop(key)
-        for listener in self._listeners:
-            listener.device_removed(served)
+        self._tell("device_removed", served)
         log.info("device %s removed", key)

@@ -111,3 +111,17 @@ def test_float32_round_trip(value: float, swap: bool, register_swap: bool) -> No
 def test_strings_round_trip(text: str, swap: bool) -> None:
     layout_ = where("string", limit=10, isSwap=swap)
     assert decode(layout_, encode(layout_, text)) == text
+
+
+def test_a_boolean_in_a_whole_register() -> None:
+    layout_ = where("bool", twin="boolean")
+    assert encode(layout_, True) == [1]
+    assert encode(layout_, False) == [0]
+    assert decode(layout_, [1]) is True
+
+
+def test_a_limit_too_small_for_the_model_type_is_refused() -> None:
+    visitor = ModbusVisitor.model_validate({"register": "HoldingRegister", "offset": 0, "limit": 1})
+    with pytest.raises(ValueError, match="limit 1 is too small for float32"):
+        layout(visitor, "float")
+    assert layout(visitor, "int").data_type == "int16"

@@ -441,3 +441,27 @@ async def test_rtu_framing_over_tcp(edge) -> None:
         await handle.wait_reported("plant/gw", "level", "600")
     finally:
         await simulator.stop()
+
+
+async def test_a_misconfigured_property_fails_alone_and_booleans_write_to_registers(edge, server) -> None:
+    props = [
+        {
+            "name": "short",
+            "type": "FLOAT",
+            "visitor": {"register": "HoldingRegister", "offset": 0, "limit": 1},
+        },
+        {"name": "ok", "type": "INT", "visitor": {"register": "HoldingRegister", "offset": 5}},
+        {"name": "switch", "type": "BOOLEAN", "visitor": {"register": "HoldingRegister", "offset": 6}},
+    ]
+    await server.set(1, "HoldingRegister", 5, [42])
+    handle = await edge(mappers={"modbus": SETTINGS})
+    handle.write_manifest("plc.yaml", model(props), device("plc-1", props, tcp(server)))
+    await handle.wait_reported("plant/plc-1", "ok", "42")
+    await wait_for(
+        lambda: "limit 1 is too small for float32" in handle.error("plant/plc-1", "short"), what="limit error"
+    )
+    assert handle.state("plant/plc-1") == "online"
+    client = await handle.client()
+    await client.set_desired("plant/plc-1", "switch", "true")
+    await handle.wait_reported("plant/plc-1", "switch", "true")
+    assert await server.get(1, "HoldingRegister", 6, 1) == [1]

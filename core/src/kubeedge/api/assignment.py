@@ -29,6 +29,8 @@ class EdgeStatus(WireModel):
     instance: str
     """A new value on every edge start."""
     timestamp: int = 0
+    mappers: list[str] = Field(default_factory=list)
+    """Protocols whose mapper runs inside the edge process (another one would serve twice)."""
 
 
 class MapperHello(WireModel):

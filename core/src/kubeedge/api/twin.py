@@ -12,11 +12,21 @@ additions (docs/wire.md):
 from __future__ import annotations
 
 import json
+import math
 import time
 import uuid
+from types import NoneType
 from typing import Annotated, Any
 
-from pydantic import AliasChoices, BaseModel, BeforeValidator, ConfigDict, Field, ValidationError
+from pydantic import (
+    AliasChoices,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    model_validator,
+)
 
 from kubeedge.errors import WireError
 
@@ -49,12 +59,29 @@ class WireModel(BaseModel):
         return self.model_dump_json(exclude_none=True, by_alias=True).encode()
 
 
+INT64_MAX = 2**63 - 1
+Timestamp = Annotated[int, Field(ge=0, le=INT64_MAX)]
+
+
 class WireExtensible(WireModel):
+    """A part that keeps fields it does not know, if they are plain values (kept and echoed back,
+    so a nested object or a 100-digit number must not get in)."""
+
     model_config = ConfigDict(extra="allow")
+
+    @model_validator(mode="after")
+    def _plain_extras(self) -> WireExtensible:
+        for key, value in (self.model_extra or {}).items():
+            plain = isinstance(value, str | bool | float | NoneType) or (
+                isinstance(value, int) and -INT64_MAX - 1 <= value <= INT64_MAX
+            )
+            if not plain or (isinstance(value, float) and not math.isfinite(value)):
+                raise ValueError(f"{key}: only text, booleans and 64-bit numbers are kept, got {value!r:.40}")
+        return self
 
 
 class ValueMetadata(WireExtensible):
-    timestamp: int | None = None
+    timestamp: Timestamp | None = None
     """When the value was set, ms since the epoch."""
 
 
@@ -86,7 +113,7 @@ class MsgTwin(WireModel):
 
 class BaseMessage(WireModel):
     event_id: str = ""
-    timestamp: int = 0
+    timestamp: Timestamp = 0
 
 
 class TwinUpdate(BaseMessage):

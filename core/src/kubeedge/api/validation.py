@@ -53,6 +53,8 @@ class Checked:
     kind: str
     label: str
     """``Device default/meter-1``, the name problems are reported under."""
+    key: str = ""
+    """``namespace/name`` as written (also when the object does not validate)."""
     obj: ManifestObject | None = None
     problems: list[Problem] = field(default_factory=list)
 
@@ -135,11 +137,13 @@ def _split(document: Document, report: Report) -> list[Checked]:
             checked.problem((), f"expected a mapping with apiVersion and kind, got {type(item).__name__}")
             found.append(checked)
             continue
-        kind = str(item.get("kind", ""))
+        kind = str(item.get("kind") or "")
         api_version = str(item.get("apiVersion", ""))
         meta = item["metadata"] if isinstance(item.get("metadata"), dict) else {}
         label = f"{kind or '<no kind>'} {meta.get('namespace') or 'default'}/{meta.get('name', '<no name>')}"
-        checked = Checked(document, prefix, kind, label)
+        checked = Checked(
+            document, prefix, kind, label, f"{meta.get('namespace') or 'default'}/{meta.get('name')}"
+        )
         if kind in KINDS and api_version.startswith(f"{GROUP}/"):
             if api_version != API_VERSION:
                 checked.problem(
@@ -293,11 +297,19 @@ def _check_duplicates(objects: list[Checked]) -> None:
 
 def _check_references(objects: list[Checked]) -> None:
     models = {c.obj.key: c.obj for c in objects if isinstance(c.obj, DeviceModel)}
+    invalid_models = {c.key for c in objects if c.kind == "DeviceModel" and c.obj is None}
     for checked in objects:
         device = checked.obj
         if not isinstance(device, Device) or device.model_name is None:
             continue
         model = models.get(f"{device.namespace}/{device.model_name}")
+        if model is None and f"{device.namespace}/{device.model_name}" in invalid_models:
+            checked.problem(
+                ("spec", "deviceModelRef", "name"),
+                f"DeviceModel {device.namespace}/{device.model_name} is given but not valid "
+                "(see its problems); this device is checked against it once it is",
+            )
+            continue
         if model is None:
             known = sorted(m.name for m in models.values() if m.namespace == device.namespace)
             checked.problem(

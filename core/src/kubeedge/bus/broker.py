@@ -16,6 +16,8 @@ import logging
 import socket
 from typing import Any
 
+from kubeedge.errors import KubeEdgeError
+
 log = logging.getLogger(__name__)
 
 EDGE_DOLLAR_PREFIXES = ("$hw/", "$ke/")
@@ -52,6 +54,18 @@ def _edge_broker_class() -> type[Any]:
     return EdgeBroker
 
 
+def _check_free(host: str, port: int) -> None:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError as exc:
+            raise KubeEdgeError(
+                f"bus.listen {host}:{port}: {exc.strerror or exc} (another broker or edge is using it? "
+                "set bus.listen to a free port, or bus.url to use that broker)"
+            ) from None
+
+
 def free_port(host: str = "127.0.0.1") -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((host, 0))
@@ -71,6 +85,7 @@ class EmbeddedBroker:
         return f"mqtt://{self.host}:{self.port}"
 
     async def start(self) -> None:
+        _check_free(self.host, self.port)
         config = {
             "listeners": {"default": {"type": "tcp", "bind": f"{self.host}:{self.port}"}},
             # Only anonymous access on loopback; no $SYS publisher, no packet/event loggers.

@@ -32,6 +32,7 @@ from kubeedge.errors import ConfigError
 
 log = logging.getLogger(__name__)
 
+HELD_LIMIT = 10_000
 MessageHandler = Callable[[str, bytes], None]
 """``handler(topic, payload)``; called on the event loop, in arrival order. Must not block."""
 
@@ -180,10 +181,16 @@ class BusClient:
         client.on_socket_register_write = self._on_register_write
         client.on_socket_unregister_write = self._on_unregister_write
         self._subscriptions: dict[str, int] = {}
+        self._handlers: dict[str, list[MessageHandler]] = {}
         self._connect_hooks: list[Callable[[], None]] = []
         self._loop: asyncio.AbstractEventLoop | None = None
         self._connected = asyncio.Event()
         self._refused = asyncio.Event()
+        self._session_ok = False
+        self._held: list[tuple[str, bytes | str, int, bool]] = []
+        self.dropped = 0
+        """QoS 1+ messages dropped because more than HELD_LIMIT waited for a connection."""
+        self._refused_is_final = False
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
         self._connecting: asyncio.Future[None] | None = None
@@ -215,12 +222,15 @@ class BusClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
-    async def start(self, timeout: float | None = 10.0) -> None:
+    async def start(self, timeout: float | None = 10.0, refused_is_final: bool = False) -> None:
         """Connect (and keep reconnecting in the background); wait for the first connection.
 
         ``timeout=None`` returns at once and lets the connection come when the broker does.
         Refused credentials or an untrusted certificate fail at once: waiting will not help.
+        With ``refused_is_final`` a refused TCP connection (nothing listening) fails at once too,
+        as a command line wants; a long-running client keeps trying instead.
         """
+        self._refused_is_final = refused_is_final
         self._loop = asyncio.get_running_loop()
         self._runner = asyncio.create_task(self._run(), name=f"bus:{self.client_id}")
         if timeout is None:
@@ -235,6 +245,10 @@ class BusClient:
         if not self._connected.is_set():
             await self.stop()
             where = f"{self.address.host}:{self.address.port}"
+            if self._refused.is_set() and (self.last_error or "").startswith("ConnectionRefusedError"):
+                raise ConnectionError(
+                    f"cannot connect to the MQTT broker at {where}: nothing is listening there"
+                )
             if self._refused.is_set():
                 raise ConnectionError(f"the MQTT broker at {where} refused this client: {self.last_error}")
             reason = self.last_error or "no answer"
@@ -268,21 +282,33 @@ class BusClient:
         self._close_socket()
 
     def subscribe(self, topic_filter: str, handler: MessageHandler, qos: int = 0) -> None:
-        """Call ``handler`` for every message matching ``topic_filter`` (now and after reconnects)."""
+        """Call ``handler`` for every message matching ``topic_filter`` (now and after reconnects).
 
-        def on_message(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
-            try:
-                handler(message.topic, bytes(message.payload))
-            except Exception:  # a failing handler must not break the connection
-                log.exception("handler for %s failed on %s", topic_filter, message.topic)
+        Several handlers may share a filter; each gets every message, in subscription order.
+        """
+        handlers = self._handlers.get(topic_filter)
+        if handlers is None:
+            handlers = self._handlers[topic_filter] = []
 
-        self._client.message_callback_add(topic_filter, on_message)
-        self._subscriptions[topic_filter] = qos
-        if self.connected:
-            self._client.subscribe(topic_filter, qos)
+            def on_message(_client: Any, _userdata: Any, message: mqtt.MQTTMessage) -> None:
+                payload = bytes(message.payload)
+                for each in handlers:
+                    try:
+                        each(message.topic, payload)
+                    except Exception:  # a failing handler must not break the connection
+                        log.exception("handler for %s failed on %s", topic_filter, message.topic)
+
+            self._client.message_callback_add(topic_filter, on_message)
+        handlers.append(handler)
+        if qos > self._subscriptions.get(topic_filter, -1):
+            self._subscriptions[topic_filter] = qos
+            if self.connected:
+                self._client.subscribe(topic_filter, qos)
 
     def unsubscribe(self, topic_filter: str) -> None:
+        """Stop every handler of ``topic_filter``."""
         self._client.message_callback_remove(topic_filter)
+        self._handlers.pop(topic_filter, None)
         if self._subscriptions.pop(topic_filter, None) is not None and self.connected:
             self._client.unsubscribe(topic_filter)
 
@@ -292,7 +318,15 @@ class BusClient:
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
         """Queue a message; never blocks. QoS 0 while disconnected is dropped (returns False);
-        QoS 1 and 2 are kept and sent after reconnecting."""
+        QoS 1 and 2 are kept (the newest :data:`HELD_LIMIT`) and sent once connected."""
+        if qos > 0 and not self.connected:
+            # Held here, not handed to paho: paho would send it as soon as a socket exists,
+            # which can be before CONNECT (a protocol error the broker closes the connection for).
+            self._held.append((topic, payload, qos, retain))
+            if len(self._held) > HELD_LIMIT:
+                del self._held[0]
+                self.dropped += 1
+            return True
         if qos == 0 and self._client.is_connected():
             # The hot path: paho builds a tracking object with a threading.Condition for every
             # publish, a third of the edge's time at full load. A QoS 0 PUBLISH needs no
@@ -317,15 +351,18 @@ class BusClient:
                     await asyncio.shield(self._connecting)
                 except (OSError, ssl.SSLError, ValueError) as exc:
                     self.last_error = f"{type(exc).__name__}: {exc}"
-                    if isinstance(exc, ssl.SSLCertVerificationError):
+                    if isinstance(exc, ssl.SSLCertVerificationError) or (
+                        self._refused_is_final and isinstance(exc, ConnectionRefusedError)
+                    ):
                         self._refused.set()
                     self._close_socket()
                 else:
                     await self._lost.wait()
                     if self._stopping:
                         return
-                    if self._connected.is_set():
+                    if self._session_ok:  # it was a working session, not a failed attempt
                         attempt = 0
+                        self._session_ok = False
                     self._connected.clear()
                     self.reconnects += 1
                 attempt += 1
@@ -441,7 +478,11 @@ class BusClient:
             self._client.subscribe(topic_filter, qos)
         self.last_error = None
         self._refused.clear()
+        self._session_ok = True
         self._connected.set()
+        held, self._held = self._held, []
+        for topic, payload, qos, retain in held:
+            self._client.publish(topic, payload, qos, retain)
         log.debug("bus %s: connected to %s:%s", self.client_id, self.address.host, self.address.port)
         for hook in self._connect_hooks:
             try:

@@ -157,12 +157,15 @@ class _Showcase:
 
 
 def _intro(config_path: Path, manifests: Path | None) -> Panel:
+    from kubeedge.cli.main import command_name
+
+    kubeedge = command_name()
     text = (
         "[bold]kubeedge demo[/]: an edge with an embedded MQTT broker, the virtual mapper and three "
         "simulated devices.\n"
         f"Set a desired value from another terminal:\n"
-        f"  [cyan]kubeedge twin set -c {config_path} demo/thermostat-office setpoint 22[/]\n"
-        f"  [cyan]kubeedge device get -c {config_path} demo/thermostat-office[/]\n"
+        f"  [cyan]{kubeedge} twin set -c {config_path} demo/thermostat-office setpoint 22[/]\n"
+        f"  [cyan]{kubeedge} device get -c {config_path} demo/thermostat-office[/]\n"
         f"Add or change devices in [cyan]{manifests}/devices.yaml[/]: the edge follows the file.\n"
         "Ctrl-C stops."
     )

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import sys
@@ -15,6 +16,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from kubeedge.api import topics
+from kubeedge.api.assignment import EdgeStatus
 from kubeedge.bus import BusClient
 from kubeedge.client import EdgeClient, EdgeRequestError
 from kubeedge.config import EdgeConfig, load_config
@@ -22,7 +25,15 @@ from kubeedge.errors import KubeEdgeError
 from kubeedge.plugins import PluginHost
 
 T = TypeVar("T")
-console = Console(highlight=False, soft_wrap=True)
+
+
+def wide_console() -> Console:
+    """A console for tables: the terminal's width, or wide enough not to cut columns when piped."""
+    plain = Console()
+    return Console(highlight=False, soft_wrap=True, width=None if plain.is_terminal else 250)
+
+
+console = wide_console()
 
 
 def config_option(func: Callable[..., Any]) -> Callable[..., Any]:
@@ -141,7 +152,7 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     config = _config(config_path)
     host = PluginHost()
     try:
-        statuses = host.require("mapper", [name])
+        statuses = host.require("mapper", [name], origin="asked for on the command line")
         driver_cls = host.drivers(statuses)[name]
     except KubeEdgeError as exc:
         raise click.ClickException(str(exc)) from None
@@ -152,6 +163,7 @@ def mapper_run(name: str, config_path: Path | None) -> None:
         stop = stop_on_signals()
         bus = _bus(config, f"mapper-{name}-{os.getpid()}")
         await bus.start(timeout=None)
+        await _refuse_if_served_in_process(bus, config.node, name)
         runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)
         await runtime.start()
         console.print(
@@ -167,13 +179,41 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     _run(main())
 
 
+async def _refuse_if_served_in_process(bus: BusClient, node: str, protocol: str) -> None:
+    """Two mappers for one protocol would both serve every device: refuse to be the second."""
+    status: asyncio.Future[EdgeStatus] = asyncio.get_running_loop().create_future()
+
+    def on_status(_topic: str, payload: bytes) -> None:
+        with contextlib.suppress(ValueError):
+            if not status.done():
+                status.set_result(EdgeStatus.model_validate_json(payload))
+
+    bus.subscribe(topics.edge_topic(node, topics.EDGE_STATUS), on_status, qos=1)
+    try:
+        await asyncio.wait_for(bus.wait_connected(), 5)
+        seen = await asyncio.wait_for(status, 1)  # retained: here at once if the edge ever ran
+    except TimeoutError:
+        return  # no edge (yet): nothing to compare with
+    if seen.state == "online" and protocol in seen.mappers:
+        await bus.stop()
+        raise click.ClickException(
+            f"edge node {node} already runs the {protocol} mapper in its own process; set "
+            f"mappers.{protocol}.enabled: false in that edge's configuration to run it here instead"
+        )
+
+
 def _bus(config: EdgeConfig, name: str) -> BusClient:
     return BusClient.from_config(config.bus, f"{config.node}-{name}")
 
 
 async def _with_edge(config: EdgeConfig, action: Callable[[EdgeClient], Awaitable[T]]) -> T:
     bus = _bus(config, f"cli-{os.getpid()}")
-    await bus.start(timeout=5)
+    try:
+        await bus.start(timeout=5, refused_is_final=True)
+    except ConnectionError as exc:
+        raise KubeEdgeError(
+            f"{exc}\nIs the edge running? Start it with: kubeedge edge run -c EDGE.yaml"
+        ) from None
     try:
         return await action(EdgeClient(bus, config.node))
     finally:
@@ -290,6 +330,12 @@ def twin_set(name: str, prop: str, value: str, wait: bool, timeout: float, confi
         console.print(f"desired {prop}={escape(value)} accepted by edge {config.node}")
         if not wait:
             return None
+        key = "/".join(_split(name))
+        state = next((d.get("state") for d in await client.devices() if d["id"] == key), None)
+        if state == "offline":
+            twin = (await client.twin(key)).get(prop) or {}
+            reason = (twin.get("metadata") or {}).get("error") or "device offline"
+            raise KubeEdgeError(f"{key} is offline ({reason}); the value is written when it comes back")
         return await client.wait_reported(name, prop, value, timeout)
 
     took = _run(_with_edge(config, act))

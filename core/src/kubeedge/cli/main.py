@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import shutil
+import sys
+from pathlib import Path
 
 import click
 from rich.console import Console
@@ -59,6 +62,15 @@ def cli(verbose: int) -> None:
     """
     level = logging.WARNING - 10 * verbose
     logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+
+
+def command_name() -> str:
+    """How to run kubeedge again from a shell: the bare name if it is on PATH, else its full path."""
+    found = shutil.which("kubeedge")
+    if found and Path(found).resolve() == Path(sys.argv[0]).resolve():
+        return "kubeedge"
+    beside = Path(sys.executable).parent / "kubeedge"
+    return str(beside) if beside.exists() else f"{sys.executable} -m kubeedge"
 
 
 def main() -> None:

@@ -78,9 +78,10 @@ def _print_report(report: Report) -> None:
         for problem in checked.problems:
             console.print(f"[red]✗[/] {escape(str(problem))}")
     for ignored in report.ignored:
+        what = escape(ignored.label) if ignored.kind else "not a Kubernetes object (no kind)"
         console.print(
             f"[dim]- {escape(ignored.document.source)}, document {ignored.document.index}: "
-            f"{escape(ignored.label)} skipped (not a Device or DeviceModel)[/]"
+            f"{what}, skipped (not a Device or DeviceModel)[/]"
         )
     valid = sum(1 for c in report.objects if c.valid)
     bad = len(report.objects) - valid

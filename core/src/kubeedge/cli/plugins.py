@@ -26,7 +26,7 @@ CONFIG_OPTION = click.option(
 
 @click.group()
 def mapper() -> None:
-    """Protocol mappers: list what is installed and enabled."""
+    """Protocol mappers: list them, run one in its own process, start a new one."""
 
 
 @mapper.command("list")
@@ -57,7 +57,9 @@ def list_mappers(config_path: Path | None) -> None:
         else:
             state = "[dim]not loaded[/]"
         table.add_row(s.name, s.distribution, s.version, "yes" if s.enabled else "no", state)
-    console = Console(soft_wrap=True)
+    from kubeedge.cli.edge import wide_console
+
+    console = wide_console()
     if statuses:
         console.print(table)
     else:
@@ -98,10 +100,18 @@ def new_mapper(name: str, dest: Path) -> None:
         target = generate(name, dest, __version__)
     except ScaffoldError as exc:
         raise click.ClickException(str(exc)) from None
-    console = Console(soft_wrap=True)
+    from kubeedge.cli.main import command_name
+    from kubeedge.mapper.scaffold import names
+
+    package = names(name, __version__)["package"]
+    python = sys.executable
+    console = Console(soft_wrap=True, highlight=False)
     console.print(f"[green]created[/] {target}")
     console.print("next:")
-    console.print(f"  pip install -e {escape(str(target))}\\[test]")
-    console.print(f"  pytest {target}/tests          # the conformance suite against the simulator")
-    console.print("  kubeedge mapper list")
-    console.print(f"  then edit {target}/src/.../driver.py for your protocol (docs/writing-a-mapper.md)")
+    console.print(f"  {python} -m pip install -e {escape(str(target))}\\[test]")
+    console.print(f"  {python} -m pytest {target}/tests     # the conformance suite against the simulator")
+    console.print(f"  {command_name()} mapper list")
+    console.print(
+        f"then write your protocol in {target}/src/{package}/driver.py (and its simulator in simulator.py);"
+    )
+    console.print("the guide: docs/writing-a-mapper.md in the kubeedge repository")

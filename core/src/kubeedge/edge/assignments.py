@@ -21,8 +21,10 @@ from kubeedge.registry import DeviceRegistry, ServedDevice
 log = logging.getLogger(__name__)
 
 
-def status_payload(state: str, instance: str) -> bytes:
-    return EdgeStatus.model_validate({"state": state, "instance": instance, "timestamp": now_ms()}).to_json()
+def status_payload(state: str, instance: str, mappers: list[str] | None = None) -> bytes:
+    return EdgeStatus.model_validate(
+        {"state": state, "instance": instance, "timestamp": now_ms(), "mappers": mappers or []}
+    ).to_json()
 
 
 class AssignmentPublisher:
@@ -36,12 +38,14 @@ class AssignmentPublisher:
         self.registry = registry
         self.instance = instance or uuid.uuid4().hex
         self.hellos: dict[str, MapperHello] = {}
+        self.in_process: list[str] = []
+        """Protocols served by mappers in the edge process (announced in the edge status)."""
 
     def start(self) -> None:
         self.bus.subscribe(topics.mapper_topic(self.node, "+", topics.MAPPER_HELLO), self._on_hello, qos=1)
-        self.bus.on_connect(self._announce)
+        self.bus.on_connect(self.announce)
         if self.bus.connected:
-            self._announce()
+            self.announce()
         self.registry.add_listener(self)
 
     def stop(self) -> None:
@@ -51,8 +55,10 @@ class AssignmentPublisher:
     def status_topic(self) -> str:
         return topics.edge_topic(self.node, topics.EDGE_STATUS)
 
-    def _announce(self) -> None:
-        self.bus.publish(self.status_topic, status_payload("online", self.instance), qos=1, retain=True)
+    def announce(self) -> None:
+        self.bus.publish(
+            self.status_topic, status_payload("online", self.instance, self.in_process), qos=1, retain=True
+        )
 
     # ----------------------------------------------------------------- registry listener
 

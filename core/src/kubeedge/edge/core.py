@@ -105,6 +105,9 @@ class EdgeCore:
                 self.modules.append(module)
                 self.context.modules[name] = module
                 log.info("edge module %s started", name)
+            mappers = self.context.modules.get("mappers")
+            self.assignments.in_process = sorted(getattr(mappers, "runtimes", {}))
+            self.assignments.announce()
         except BaseException:
             await self.stop()
             raise

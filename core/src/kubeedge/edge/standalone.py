@@ -117,6 +117,8 @@ class StandaloneSource(EdgeModule):
         self.context.registry.replace(
             [o for o in everything if isinstance(o, Device)],
             [o for o in everything if isinstance(o, DeviceModel)],
+            # a file with problems and no last good version: twins of devices it may hold are kept
+            complete=not (bad_files - set(current)),
         )
 
     @property

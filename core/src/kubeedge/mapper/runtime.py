@@ -46,6 +46,7 @@ from kubeedge.mapper.policy import REPORT_KEY, ReportPolicy, ReportState, cycle_
 log = logging.getLogger(__name__)
 
 UNREACHABLE = (DeviceUnreachable, OSError, asyncio.TimeoutError, ConnectionError)
+STOP_TIMEOUT = 5.0
 
 
 class MapperSettings(BaseModel):
@@ -175,9 +176,14 @@ class DeviceWorker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            await asyncio.gather(self._task, return_exceptions=True)
-            self._task = None
+            task, self._task = self._task, None
+            task.cancel()
+            # A driver stuck in a library call that swallows cancellation must not hang shutdown.
+            done, _ = await asyncio.wait([task], timeout=STOP_TIMEOUT)
+            if not done:
+                log.warning(
+                    "device %s: its driver did not stop within %gs; abandoned", self.key, STOP_TIMEOUT
+                )
 
     # ----------------------------------------------------------------- desired values
 
@@ -192,7 +198,7 @@ class DeviceWorker:
                     {name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}}
                 )
                 continue
-            if self._written.get(name) == value:
+            if name not in self._desired and self._written.get(name) == value:
                 continue  # the same desired value seen twice (delta and twin/get): write once
             self._desired[name] = value
         if self._desired:
@@ -443,10 +449,12 @@ class MapperRuntime:
         self._edge_instance: str | None = None
         self._snapshot: list[Assignment] = []
         self._models: dict[bytes, DeviceModel] = {}
-        self._lock = asyncio.Lock()
+        self._inbox: asyncio.Queue[AssignmentMessage] = asyncio.Queue()
+        self._consumer: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
         """Subscribe and say hello; devices arrive as the edge answers. Call after ``bus.start``."""
+        self._consumer = asyncio.create_task(self._consume(), name=f"mapper-{self.protocol}-assignments")
         self.bus.subscribe(topics.edge_topic(self.node, topics.EDGE_STATUS), self._on_edge_status, qos=1)
         self.bus.subscribe(
             topics.mapper_topic(self.node, self.protocol, topics.MAPPER_ASSIGNMENTS),
@@ -460,8 +468,22 @@ class MapperRuntime:
             self._hello()
 
     async def stop(self) -> None:
+        if self._consumer is not None:
+            self._consumer.cancel()
+            await asyncio.gather(self._consumer, return_exceptions=True)
+            self._consumer = None
         workers, self.workers = list(self.workers.values()), {}
+        self._fingerprints.clear()
         await asyncio.gather(*(w.stop() for w in workers))
+
+    async def _consume(self) -> None:
+        """Apply assignment messages one after another, in arrival order."""
+        while True:
+            message = await self._inbox.get()
+            try:
+                await self._apply(message)
+            except Exception:  # one bad message must not stop the mapper
+                log.exception("mapper %s: applying a %s assignment failed", self.protocol, message.kind)
 
     def _hello(self) -> None:
         hello = MapperHello(instance=self.instance, name=self.name)
@@ -495,34 +517,35 @@ class MapperRuntime:
         if message.version != 1:
             log.warning("mapper %s: assignment version %s not understood", self.protocol, message.version)
             return
-        asyncio.get_running_loop().create_task(self._apply(message))
+        self._inbox.put_nowait(message)
 
     async def _apply(self, message: AssignmentMessage) -> None:
-        async with self._lock:
-            if message.kind == "snapshot":
-                if message.part == 1:
-                    self._snapshot = []
-                self._snapshot += message.devices
-                if message.part < message.parts:
-                    return
-                wanted = {}
-                self._models.clear()
-                for assignment in self._snapshot:
-                    parsed = self._parse(assignment)
-                    if parsed is not None:
-                        wanted[parsed[0].key] = parsed
-                for key in [k for k in self.workers if k not in wanted]:
-                    await self._remove(key)
-                for device, model in wanted.values():
-                    await self._upsert(device, model)
-            elif message.kind == "upsert":
-                for assignment in message.devices:
-                    parsed = self._parse(assignment)
-                    if parsed is not None:
-                        await self._upsert(*parsed)
-            else:
-                for key in message.keys:
-                    await self._remove(key)
+        """Only the consumer task calls this, so changes to the workers never overlap."""
+        if message.kind == "snapshot":
+            if message.part == 1:
+                self._snapshot = []
+            self._snapshot += message.devices
+            if message.part < message.parts:
+                return
+            wanted = {}
+            self._models.clear()
+            for assignment in self._snapshot:
+                parsed = self._parse(assignment)
+                if parsed is not None:
+                    wanted[parsed[0].key] = parsed
+            for key in [k for k in self.workers if k not in wanted]:
+                await self._remove(key)
+            for device, model in wanted.values():
+                await self._upsert(device, model)
+            self._snapshot = []
+        elif message.kind == "upsert":
+            for assignment in message.devices:
+                parsed = self._parse(assignment)
+                if parsed is not None:
+                    await self._upsert(*parsed)
+        else:
+            for key in message.keys:
+                await self._remove(key)
 
     def _parse(self, assignment: Assignment) -> tuple[Device, DeviceModel] | None:
         try:

@@ -31,7 +31,9 @@ bad configData with the field named.
 from __future__ import annotations
 
 import asyncio
+import faulthandler
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
@@ -176,6 +178,14 @@ class MapperConformance:
     """Subclass as ``Test<Name>Conformance`` in a mapper's tests; needs a ``mapper_simulator`` fixture."""
 
     timeout: ClassVar[float] = 15.0
+    hang_after: ClassVar[float] = 240.0
+    """A test still running after this many seconds prints every thread's stack and exits."""
+
+    @pytest.fixture(autouse=True)
+    def _hang_guard(self) -> Iterator[None]:
+        faulthandler.dump_traceback_later(self.hang_after, exit=True)
+        yield
+        faulthandler.cancel_dump_traceback_later()
 
     @pytest.fixture
     async def deployed(self, mapper_simulator: DeviceSimulator, edge: Any) -> _Deployment:

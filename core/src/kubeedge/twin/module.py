@@ -73,6 +73,7 @@ class TwinStats:
     changed: int = 0
     errors: int = 0
     commits: int = 0
+    write_failures: int = 0
     persisted_rows: int = 0
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
@@ -125,8 +126,13 @@ class TwinModule(EdgeModule):
         self.context.registry.add_listener(self)
 
     async def stop(self) -> None:
-        self._stopping = True
-        await self.flush()
+        self._stopping = True  # from here on, messages are not taken (they could not be stored)
+        for topic_filter in topics.EDGE_SUBSCRIPTIONS:
+            self.bus.unsubscribe(topic_filter)
+        try:
+            await asyncio.wait_for(self.flush(), 10)
+        except TimeoutError:
+            log.error("twin: could not store the last changes within 10s (see earlier errors)")
         if self._writer is not None:
             self._writer.cancel()
             await asyncio.gather(self._writer, return_exceptions=True)
@@ -137,6 +143,8 @@ class TwinModule(EdgeModule):
     async def flush(self) -> None:
         """Wait until everything applied so far is committed and published."""
         while self._has_pending() or self._wake.is_set() or self._writing:
+            if self._writer is None or self._writer.done():
+                raise RuntimeError("the twin writer is not running")
             await asyncio.sleep(0.002)
 
     def _has_pending(self) -> bool:
@@ -147,6 +155,8 @@ class TwinModule(EdgeModule):
 
     def on_message(self, topic: str, payload: bytes) -> None:
         """Handle one message from the bus; never raises (a bad message is answered, not fatal)."""
+        if self._stopping:
+            return
         self.stats.messages += 1
         try:
             where = topics.parse_topic(topic)
@@ -257,17 +267,20 @@ class TwinModule(EdgeModule):
         if record is not None and not record.deleted:
             type_name = record.type
         else:
+            if twin.expected is not None and twin.expected.value:
+                known = ", ".join(sorted(n for n, r in device.twins.items() if not r.deleted)) or "none"
+                return [f"{name}: no such property on device {device.id} (it has: {known})"]
             type_name = normalize_type(twin.metadata.type if twin.metadata else None)
         problems = []
-        for side, value in (("expected", twin.expected), ("actual", twin.actual)):
+        for side, value in (("desired", twin.expected), ("reported", twin.actual)):
             if value is None or not value.value:
                 continue
             try:
                 typed = parse_value(type_name, value.value)
-                if side == "expected" and record is not None:
+                if side == "desired" and record is not None:
                     check_range(typed, record.minimum, record.maximum)
             except ValueError as exc:
-                problems.append(f"{name}.{side}: {exc} (type {type_name})")
+                problems.append(f"{name}: {side} value {exc} (type {type_name})")
         if twin.expected is not None and twin.expected.value and record is not None and record.read_only:
             problems.append(f"{name}: the property is ReadOnly; a desired value cannot be set")
         return problems
@@ -351,7 +364,7 @@ class TwinModule(EdgeModule):
         device = self.devices.get(where.device_key)
         if device is None:
             self._error_to(
-                result_topic, event_id, 404, f"Device {where.device_key} not found while getting twin"
+                result_topic, event_id, 404, f"device {where.device_key} does not exist on node {self.node}"
             )
         else:
             twins = {name: _wire(r) for name, r in device.twins.items() if not r.deleted}
@@ -499,7 +512,7 @@ class TwinModule(EdgeModule):
         self._emit(topic, {"event_id": event_id, "timestamp": now_ms(), "code": code, "reason": reason})
         self._wake.set()
 
-    def _take(self) -> tuple[Batch, list[tuple[str, bytes, int]], list[int]]:
+    def _take(self) -> tuple[_Pending, Batch]:
         added = [self.devices[k] for k in self._pending.added if k in self.devices]
         if added:
             self._emit(
@@ -524,28 +537,49 @@ class TwinModule(EdgeModule):
             if twin is not None:
                 batch.twins.append(twin.row(key))
         batch.deleted_twins = sorted(pending.deleted_twins)
-        return batch, pending.outputs, pending.stamps
+        return pending, batch
+
+    def _put_back(self, pending: _Pending) -> None:
+        """A commit failed: what it carried is pending again, ahead of anything newer."""
+        current = self._pending
+        current.twins |= pending.twins
+        current.devices |= pending.devices
+        current.deleted_devices |= pending.deleted_devices - current.devices
+        current.deleted_twins |= pending.deleted_twins - current.twins
+        current.outputs[:0] = pending.outputs
+        current.stamps[:0] = pending.stamps
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
+        retry = 0.1
         while True:
             await self._wake.wait()
             self._wake.clear()
             self._writing = True
-            batch, outputs, stamps = self._take()
+            pending, batch = self._take()
             if batch:
                 try:
                     await loop.run_in_executor(self._db, self.store.write, batch)
                 except Exception:
-                    log.exception("twin: writing %d row(s) failed; they stay in memory", len(batch.twins))
-                else:
-                    self.stats.commits += 1
-                    self.stats.persisted_rows += len(batch.twins)
-            for topic, payload, qos in outputs:
+                    # Nothing is published for changes that are not stored; they are tried again.
+                    log.exception(
+                        "twin: writing %d row(s) failed; retrying in %.1fs", len(batch.twins), retry
+                    )
+                    self.stats.write_failures += 1
+                    self._put_back(pending)
+                    self._writing = False
+                    await asyncio.sleep(retry)
+                    retry = min(retry * 2, 5.0)
+                    self._wake.set()
+                    continue
+                retry = 0.1
+                self.stats.commits += 1
+                self.stats.persisted_rows += len(batch.twins)
+            for topic, payload, qos in pending.outputs:
                 self.bus.publish(topic, payload, qos=qos)
-            if stamps:
+            if pending.stamps:
                 done = time.time() * 1000
-                self.stats.latencies_ms.extend(done - stamp for stamp in stamps)
+                self.stats.latencies_ms.extend(done - stamp for stamp in pending.stamps)
             self._writing = False
 
 

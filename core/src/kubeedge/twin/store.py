@@ -206,5 +206,6 @@ class TwinStore:
                 )
             db.execute("COMMIT")
         except BaseException:
-            db.execute("ROLLBACK")
+            if db.in_transaction:  # SQLite may have rolled back already (disk full, I/O error)
+                db.execute("ROLLBACK")
             raise

@@ -58,7 +58,10 @@ def layout(visitor: ModbusVisitor, twin_type: str) -> Layout:
             "boolean": "bool",
             "string": "string",
         }.get(twin_type, "uint16")
-    count = visitor.limit or REGISTER_COUNT.get(data_type, 1)
+    needed = REGISTER_COUNT.get(data_type, 1)
+    count = visitor.limit or needed
+    if count < needed:
+        raise ValueError(f"limit {count} is too small for {data_type} ({needed} registers)")
     return Layout(visitor.register_type, visitor.offset, count, data_type, visitor)
 
 
@@ -105,8 +108,10 @@ def encode(where: Layout, value: Any) -> list[int] | bool:
     ``ValueError`` when the value cannot be written as this data type (out of its range).
     """
     visitor = where.visitor
-    if where.is_bits or where.data_type == "bool":
+    if where.is_bits:
         return bool(value)
+    if where.data_type == "bool":  # a whole register holding 0 or 1
+        return [1 if value else 0] + [0] * (where.count - 1)
     if where.data_type == "string":
         data = str(value).encode(visitor.encoding)
         capacity = where.count * 2

@@ -10,6 +10,7 @@ are refused with the field named.
 
 from __future__ import annotations
 
+import codecs
 from typing import Any, Literal
 
 from pydantic import AliasChoices, BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -152,6 +153,15 @@ class ModbusVisitor(_Config):
         if isinstance(value, str):
             lowered = value.lower()
             return DATA_TYPE_ALIASES.get(lowered, lowered) if lowered in DATA_TYPE_ALIASES else lowered
+        return value
+
+    @field_validator("encoding")
+    @classmethod
+    def _encoding(cls, value: str) -> str:
+        try:
+            codecs.lookup(value)
+        except LookupError:
+            raise ValueError(f"unknown text encoding {value!r}") from None
         return value
 
     @model_validator(mode="after")

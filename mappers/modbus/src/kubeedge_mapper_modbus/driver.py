@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
@@ -90,7 +91,7 @@ class _Links:
         self._configs: dict[Hashable, ModbusConfig] = {}
 
     async def acquire(self, config: ModbusConfig) -> Shared[Client]:
-        self._configs.setdefault(config.link(), config)
+        self._configs[config.link()] = config  # the latest settings open the next connection
         return await self.pool.acquire(config.link())
 
     async def _open(self, key: Hashable) -> Client:
@@ -113,6 +114,7 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
     _link: Shared[Client] | None = None
 
     async def connect(self) -> None:
+        self._layouts: dict[str, Layout | DeviceError] = {}
         self._link = await LINKS.acquire(self.config)
         self.requests = 0
         async with self._link.lock:
@@ -139,13 +141,33 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
             raise result
         return result
 
+    def _layout(self, prop: Property[ModbusVisitor]) -> Layout:
+        """How a property sits on the device (worked out once); ``DeviceError`` if it cannot."""
+        cached = self._layouts.get(prop.name)
+        if cached is None:
+            try:
+                cached = layout(prop.visitor, prop.type)
+            except ValueError as exc:
+                cached = DeviceError(f"property {prop.name}: {exc}")
+            self._layouts[prop.name] = cached
+        if isinstance(cached, DeviceError):
+            raise cached
+        return cached
+
     async def read_many(self, props: Sequence[Property[ModbusVisitor]]) -> list[Any]:
-        layouts = {p.name: layout(p.visitor, p.type) for p in props}
+        results: dict[str, Any] = {}
+        layouts: dict[str, Layout] = {}
+        for prop in props:
+            try:
+                layouts[prop.name] = self._layout(prop)
+            except DeviceError as exc:
+                results[prop.name] = exc
         spans = [
-            (p, Span(layouts[p.name].register, layouts[p.name].offset, layouts[p.name].count)) for p in props
+            (p, Span(layouts[p.name].register, layouts[p.name].offset, layouts[p.name].count))
+            for p in props
+            if p.name in layouts
         ]
         blocks = plan_blocks(spans, self._limit, self.config.max_gap)
-        results: dict[str, Any] = {}
         for block in blocks:
             await self._read_block(block, layouts, results)
         return [results[p.name] for p in props]
@@ -175,7 +197,7 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
             try:
                 value = decode(where, words[block.slice(span)])
                 results[prop.name] = self._check(prop, value)
-            except (ValueError, UnicodeDecodeError) as exc:
+            except (ValueError, struct.error, LookupError, IndexError) as exc:  # a short or odd answer
                 results[prop.name] = DeviceError(f"cannot decode {where.data_type}: {exc}")
 
     @staticmethod
@@ -219,7 +241,7 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
     # ----------------------------------------------------------------- writes
 
     async def write(self, prop: Property[ModbusVisitor], value: Any) -> None:
-        where = layout(prop.visitor, prop.type)
+        where = self._layout(prop)
         if where.register not in WRITABLE_REGISTERS:
             raise DeviceError(f"{where.register} is read-only in Modbus; {prop.name} cannot be written")
         try:
