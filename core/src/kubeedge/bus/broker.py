@@ -14,6 +14,7 @@ import asyncio
 import functools
 import logging
 import socket
+from collections.abc import Iterator
 from typing import Any
 
 from kubeedge.errors import KubeEdgeError
@@ -29,6 +30,12 @@ def _edge_broker_class() -> type[Any]:
     from amqtt.broker import Action, Broker, BrokerEvents
 
     class EdgeBroker(Broker):  # type: ignore[misc]  # amqtt ships no type information
+        def __init__(self, *args: Any, **kwargs: Any) -> None:
+            super().__init__(*args, **kwargs)
+            # amqtt iterates this dict with awaits in between when a client connects, and fails
+            # with "dictionary changed size during iteration" if another client subscribes then.
+            self._subscriptions = _SnapshotDict()
+
         async def _handle_message_delivery(
             self, client_session: Any, handler: Any, wait_deliver: asyncio.Future[Any]
         ) -> bool:
@@ -52,6 +59,13 @@ def _edge_broker_class() -> type[Any]:
             return True
 
     return EdgeBroker
+
+
+class _SnapshotDict(dict[str, Any]):
+    """A dict whose plain iteration walks a copy of its keys (safe across awaits)."""
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(super().keys()))
 
 
 def _check_free(host: str, port: int) -> None:
