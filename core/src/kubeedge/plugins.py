@@ -22,7 +22,6 @@ import logging
 from collections import defaultdict
 from collections.abc import Collection
 from dataclasses import dataclass
-from types import ModuleType
 from typing import Any, Literal, cast
 
 import pluggy
@@ -183,10 +182,6 @@ class PluginHost:
             f"{KIND_LABELS[status.kind]} {status.name!r} is provided by more than one installed "
             f"distribution: {providers}; uninstall all but one"
         )
-
-    def plugin_module(self, kind: PluginKind, name: str) -> ModuleType | None:
-        module: ModuleType | None = self.pm.get_plugin(f"{kind}:{name}")
-        return module
 
     def drivers(self, statuses: list[PluginStatus]) -> dict[str, type[Driver[Any, Any]]]:
         """The driver class of every loaded mapper, keyed by protocol.

@@ -16,7 +16,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 from pydantic import ValidationError
@@ -36,7 +35,6 @@ from kubeedge.api.manifests import (
     PathPart,
     Problem,
     format_path,
-    read_documents,
 )
 from kubeedge.api.values import NUMERIC_TWIN_TYPES, check_range, parse_value, twin_type
 
@@ -96,14 +94,6 @@ class Report:
 
     def valid(self, kind: type[ManifestObject]) -> list[Any]:
         return [c.obj for c in self.objects if c.valid and isinstance(c.obj, kind)]
-
-
-def validate_paths(paths: Iterable[Path]) -> Report:
-    """Read and validate every manifest under the given files and folders."""
-    documents, problems = read_documents(paths)
-    report = validate_documents(documents)
-    report.problems[:0] = problems
-    return report
 
 
 def validate_documents(documents: Iterable[Document]) -> Report:

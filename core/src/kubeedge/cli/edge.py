@@ -164,7 +164,10 @@ def mapper_run(name: str, config_path: Path | None) -> None:
         bus = _bus(config, f"mapper-{name}-{os.getpid()}")
         await bus.start(timeout=None)
         await _refuse_if_served_in_process(bus, config.node, name)
-        runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)
+        origin = next((s.distribution, s.version) for s in statuses if s.name == name)
+        runtime = MapperRuntime(
+            driver_cls, bus, config.node, driver_settings, runtime_settings, distribution=origin
+        )
         await runtime.start()
         console.print(
             f"[bold green]mapper {name} running[/] for node {config.node} "

@@ -88,7 +88,13 @@ class AssignmentPublisher:
         self.hellos[protocol] = hello
         devices = [_assignment(s) for s in self.registry if s.protocol == protocol]
         parts = max(1, -(-len(devices) // SNAPSHOT_PART_SIZE))
-        log.info("assignments: mapper %s (%s) says hello; %d device(s)", protocol, hello.name, len(devices))
+        log.info(
+            "assignments: mapper %s (%s %s) says hello; %d device(s)",
+            protocol,
+            hello.distribution or hello.name,
+            hello.distribution_version,
+            len(devices),
+        )
         for part in range(parts):
             chunk = devices[part * SNAPSHOT_PART_SIZE : (part + 1) * SNAPSHOT_PART_SIZE]
             self._send(

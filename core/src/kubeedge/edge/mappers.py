@@ -56,6 +56,7 @@ class MappersModule(EdgeModule):
         host = self.context.host
         statuses = host.require("mapper", enabled)
         drivers = host.drivers(statuses)
+        origins = {s.name: (s.distribution, s.version) for s in statuses if s.loaded}
         prepared = []
         for protocol in enabled:
             driver_cls = drivers[protocol]
@@ -69,7 +70,14 @@ class MappersModule(EdgeModule):
         for protocol, driver_cls, runtime_settings, driver_settings in prepared:
             bus = self.context.new_bus_client(f"mapper-{protocol}")
             await bus.start()
-            runtime = MapperRuntime(driver_cls, bus, config.node, driver_settings, runtime_settings)
+            runtime = MapperRuntime(
+                driver_cls,
+                bus,
+                config.node,
+                driver_settings,
+                runtime_settings,
+                distribution=origins[protocol],
+            )
             await runtime.start()
             self.runtimes[protocol] = runtime
             log.info("mapper %s running in the edge process", protocol)

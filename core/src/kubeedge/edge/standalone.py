@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -120,7 +119,3 @@ class StandaloneSource(EdgeModule):
             # a file with problems and no last good version: twins of devices it may hold are kept
             complete=not (bad_files - set(current)),
         )
-
-    @property
-    def path(self) -> Path:
-        return self.folder

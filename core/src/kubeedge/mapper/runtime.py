@@ -435,6 +435,7 @@ class MapperRuntime:
         driver_settings: BaseModel | None = None,
         settings: MapperSettings | None = None,
         name: str = "",
+        distribution: tuple[str, str] = ("", ""),
     ) -> None:
         self.driver_cls = driver_cls
         self.protocol = driver_cls.protocol
@@ -443,6 +444,8 @@ class MapperRuntime:
         self.driver_settings = driver_settings if driver_settings is not None else driver_cls.settings_model()
         self.settings = settings or MapperSettings()
         self.name = name or f"{self.protocol}-mapper"
+        self.distribution = distribution
+        """(name, version) of the distribution the driver comes from, told to the edge."""
         self.instance = uuid.uuid4().hex
         self.workers: dict[str, DeviceWorker] = {}
         self._fingerprints: dict[str, str] = {}
@@ -486,7 +489,12 @@ class MapperRuntime:
                 log.exception("mapper %s: applying a %s assignment failed", self.protocol, message.kind)
 
     def _hello(self) -> None:
-        hello = MapperHello(instance=self.instance, name=self.name)
+        hello = MapperHello(
+            instance=self.instance,
+            name=self.name,
+            distribution=self.distribution[0],
+            distribution_version=self.distribution[1],
+        )
         self.bus.publish(
             topics.mapper_topic(self.node, self.protocol, topics.MAPPER_HELLO), hello.to_json(), qos=1
         )

@@ -106,11 +106,6 @@ class ModbusSimulator:
             server, self._server = self._server, None
             await server.shutdown()
 
-    async def restart(self) -> None:
-        """Start again on the same port, keeping nothing but the configuration (a power cycle)."""
-        await self.stop()
-        await self.start()
-
     @property
     def running(self) -> bool:
         return self._server is not None
