@@ -19,7 +19,7 @@ from rich.table import Table
 from kubeedge.api import topics
 from kubeedge.api.assignment import EdgeStatus
 from kubeedge.bus import BusClient
-from kubeedge.client import EdgeClient, EdgeRequestError
+from kubeedge.client import EdgeClient
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.errors import KubeEdgeError
 from kubeedge.plugins import PluginHost
@@ -374,5 +374,3 @@ def _ago(stamp: int | None) -> str:
     seconds = max(0.0, (now_ms() - stamp) / 1000)
     return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
 
-
-__all__ = ["EdgeRequestError", "device", "edge", "mapper_run", "twin"]
