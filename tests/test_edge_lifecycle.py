@@ -221,3 +221,41 @@ async def test_a_broken_file_at_start_up_does_not_erase_twins(edge, tmp_path) ->
     second = await edge(workdir=tmp_path / "a", mappers={})
     await asyncio.sleep(0.3)
     assert second.record("default/one", "label").actual == "hello"  # still in the twin database
+
+
+async def test_assignment_messages_follow_their_published_schema(edge) -> None:
+    from kubeedge.api import topics
+    from kubeedge.api.assignment import AssignmentMessage, MapperHello
+    from kubeedge.bus import BusClient
+
+    handle = await edge(mappers={})
+    handle.write_manifest("a.yaml", model(), *(device(f"d{i}") for i in range(250)))
+    await wait_for(lambda: len(handle.twin.devices) == 250, what="250 devices")
+    messages: list[AssignmentMessage] = []
+    mapper = BusClient(handle.core.context.bus_url)
+    await mapper.start()
+    mapper.subscribe(
+        topics.mapper_topic("edge-1", "virtual", topics.MAPPER_ASSIGNMENTS),
+        lambda t, p: messages.append(AssignmentMessage.model_validate_json(p)),
+        qos=1,
+    )
+    await asyncio.sleep(0.1)
+    mapper.publish(
+        topics.mapper_topic("edge-1", "virtual", topics.MAPPER_HELLO),
+        MapperHello(instance="test").to_json(),
+        qos=1,
+    )
+    await wait_for(lambda: len(messages) == 2, what="a snapshot in two parts")
+    assert [(m.kind, m.part, m.parts, len(m.devices)) for m in messages] == [
+        ("snapshot", 1, 2, 200),
+        ("snapshot", 2, 2, 50),
+    ]
+    first = messages[0].devices[0]
+    assert first.device["metadata"]["name"] == "d0"
+    # the model's visitors are merged into the device
+    assert first.device["spec"]["properties"][0]["visitors"]["configData"]["generator"] == "counter"
+    assert first.model["metadata"]["name"] == "sensor-model"
+    handle.write_manifest("a.yaml", model(), *(device(f"d{i}") for i in range(249)))
+    await wait_for(lambda: len(messages) == 3, what="a delete")
+    assert (messages[2].kind, messages[2].keys) == ("delete", ["default/d249"])
+    await mapper.stop()

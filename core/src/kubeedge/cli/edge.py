@@ -373,4 +373,3 @@ def _ago(stamp: int | None) -> str:
 
     seconds = max(0.0, (now_ms() - stamp) / 1000)
     return f"{seconds:.1f}s ago" if seconds < 120 else f"{seconds / 60:.0f}m ago"
-

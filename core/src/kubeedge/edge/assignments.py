@@ -2,18 +2,13 @@
 
 from __future__ import annotations
 
-import json
 import logging
 import uuid
 
+import orjson
+
 from kubeedge.api import topics
-from kubeedge.api.assignment import (
-    SNAPSHOT_PART_SIZE,
-    Assignment,
-    AssignmentMessage,
-    EdgeStatus,
-    MapperHello,
-)
+from kubeedge.api.assignment import ASSIGNMENT_VERSION, SNAPSHOT_PART_SIZE, EdgeStatus, MapperHello
 from kubeedge.api.twin import now_ms
 from kubeedge.bus import BusClient
 from kubeedge.registry import DeviceRegistry, ServedDevice
@@ -63,7 +58,8 @@ class AssignmentPublisher:
     # ----------------------------------------------------------------- registry listener
 
     def device_added(self, served: ServedDevice) -> None:
-        self._send(served.protocol, AssignmentMessage(kind="upsert", devices=[_assignment(served)]))
+        if served.protocol in self.hellos:  # else its mapper gets it in the snapshot after hello
+            self._send(served.protocol, "upsert", [_assignment(served)])
 
     def device_updated(self, served: ServedDevice, previous: ServedDevice) -> None:
         if previous.protocol != served.protocol:
@@ -71,7 +67,8 @@ class AssignmentPublisher:
         self.device_added(served)
 
     def device_removed(self, served: ServedDevice) -> None:
-        self._send(served.protocol, AssignmentMessage(kind="delete", keys=[served.key]))
+        if served.protocol in self.hellos:
+            self._send(served.protocol, "delete", keys=[served.key])
 
     def registry_synced(self, keys: set[str]) -> None:
         pass
@@ -86,32 +83,56 @@ class AssignmentPublisher:
             log.warning("assignments: unreadable hello on %s: %r", topic, payload[:100])
             return
         self.hellos[protocol] = hello
-        devices = [_assignment(s) for s in self.registry if s.protocol == protocol]
-        parts = max(1, -(-len(devices) // SNAPSHOT_PART_SIZE))
+        served = [s for s in self.registry if s.protocol == protocol]
+        parts = max(1, -(-len(served) // SNAPSHOT_PART_SIZE))
         log.info(
             "assignments: mapper %s (%s %s) says hello; %d device(s)",
             protocol,
             hello.distribution or hello.name,
             hello.distribution_version,
-            len(devices),
+            len(served),
         )
+        models: dict[str, bytes] = {}
         for part in range(parts):
-            chunk = devices[part * SNAPSHOT_PART_SIZE : (part + 1) * SNAPSHOT_PART_SIZE]
+            # Built and sent a part at a time: a snapshot of thousands of devices is never
+            # all in memory at once.
+            chunk = served[part * SNAPSHOT_PART_SIZE : (part + 1) * SNAPSHOT_PART_SIZE]
             self._send(
-                protocol, AssignmentMessage(kind="snapshot", part=part + 1, parts=parts, devices=chunk)
+                protocol, "snapshot", [_assignment(s, models) for s in chunk], part=part + 1, parts=parts
             )
 
-    def _send(self, protocol: str, message: AssignmentMessage) -> None:
-        if not protocol or (message.kind != "snapshot" and protocol not in self.hellos):
-            return  # no mapper has said hello yet: it gets a snapshot when it does
-        message.instance = self.instance
-        self.bus.publish(
-            topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), message.to_json(), qos=1
+    def _send(
+        self,
+        protocol: str,
+        kind: str,
+        devices: list[bytes] | None = None,
+        keys: list[str] | None = None,
+        part: int = 1,
+        parts: int = 1,
+    ) -> None:
+        """An :class:`AssignmentMessage`, written as JSON directly (devices are JSON already)."""
+        if not protocol:
+            return
+        head = orjson.dumps(
+            {
+                "version": ASSIGNMENT_VERSION,
+                "kind": kind,
+                "instance": self.instance,
+                "part": part,
+                "parts": parts,
+                "keys": keys or [],
+            }
         )
+        payload = head[:-1] + b',"devices":[' + b",".join(devices or []) + b"]}"
+        self.bus.publish(topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), payload, qos=1)
 
 
-def _assignment(served: ServedDevice) -> Assignment:
-    return Assignment(
-        device=json.loads(served.merged().model_dump_json(by_alias=True, exclude_none=True)),
-        model=json.loads(served.model.model_dump_json(by_alias=True, exclude_none=True)),
-    )
+def _assignment(served: ServedDevice, models: dict[str, bytes] | None = None) -> bytes:
+    """``{"device": ..., "model": ...}`` as JSON: the device with its model's defaults merged in."""
+    device = served.merged().model_dump_json(by_alias=True, exclude_none=True).encode()
+    model = models.get(served.model.key) if models is not None else None
+    if model is None:
+        model = served.model.model_dump_json(by_alias=True, exclude_none=True).encode()
+        if models is not None:
+            models[served.model.key] = model
+    return b'{"device":' + device + b',"model":' + model + b"}"

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import json
 import logging
 import random
@@ -546,6 +547,10 @@ class MapperRuntime:
             for device, model in wanted.values():
                 await self._upsert(device, model)
             self._snapshot = []
+            # The devices just set up live until the next snapshot: keep them out of the garbage
+            # collector's full scans, which would otherwise delay readings by tens of ms.
+            gc.collect()
+            gc.freeze()
         elif message.kind == "upsert":
             for assignment in message.devices:
                 parsed = self._parse(assignment)

@@ -108,6 +108,8 @@ class TwinModule(EdgeModule):
         self._pending = _Pending()
         self._wake = asyncio.Event()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-db")
+        self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-checkpoint")
+        self._checkpointer: asyncio.Task[None] | None = None
         self._writer: asyncio.Task[None] | None = None
         self._writing = False
         self._stopping = False
@@ -121,6 +123,7 @@ class TwinModule(EdgeModule):
         self.devices = await loop.run_in_executor(self._db, self.store.load)
         log.info("twin: %d device(s) loaded from %s", len(self.devices), self.store.path)
         self._writer = asyncio.create_task(self._write_loop(), name="twin-writer")
+        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="twin-checkpoint")
         for topic_filter in topics.EDGE_SUBSCRIPTIONS:
             self.bus.subscribe(topic_filter, self.on_message, qos=1)
         self.context.registry.add_listener(self)
@@ -133,10 +136,13 @@ class TwinModule(EdgeModule):
             await asyncio.wait_for(self.flush(), 10)
         except TimeoutError:
             log.error("twin: could not store the last changes within 10s (see earlier errors)")
-        if self._writer is not None:
-            self._writer.cancel()
-            await asyncio.gather(self._writer, return_exceptions=True)
+        for task in (self._writer, self._checkpointer):
+            if task is not None:
+                task.cancel()
+                await asyncio.gather(task, return_exceptions=True)
         loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._checkpoints, self.store.close_checkpointer)
+        self._checkpoints.shutdown(wait=True)
         await loop.run_in_executor(self._db, self.store.close)
         self._db.shutdown(wait=True)
 
@@ -548,6 +554,19 @@ class TwinModule(EdgeModule):
         current.deleted_twins |= pending.deleted_twins - current.twins
         current.outputs[:0] = pending.outputs
         current.stamps[:0] = pending.stamps
+
+    async def _checkpoint_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        last = -1
+        while True:
+            await asyncio.sleep(1.0)
+            if self.stats.commits == last:
+                continue  # nothing new: idle means idle
+            last = self.stats.commits
+            try:
+                await loop.run_in_executor(self._checkpoints, self.store.checkpoint)
+            except Exception:
+                log.warning("twin: checkpoint failed; retried in a second", exc_info=True)
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()

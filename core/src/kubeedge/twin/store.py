@@ -130,6 +130,7 @@ class TwinStore:
     def __init__(self, path: Path) -> None:
         self.path = path
         self._db: sqlite3.Connection | None = None
+        self._checkpointer: sqlite3.Connection | None = None
 
     def open(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -138,6 +139,10 @@ class TwinStore:
         # NORMAL in WAL mode: a committed transaction survives a process crash; only a power loss
         # may lose the last few, which the mappers report again on their next cycle.
         db.execute("PRAGMA synchronous=NORMAL")
+        # Checkpoints (copying the WAL into the database file, with an fsync that can take
+        # hundreds of ms) are run by :meth:`checkpoint` from another thread, not inside a commit.
+        db.execute("PRAGMA wal_autocheckpoint=0")
+        db.execute("PRAGMA journal_size_limit=67108864")
         db.executescript(_SCHEMA)
         row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
@@ -148,8 +153,21 @@ class TwinStore:
 
     def close(self) -> None:
         if self._db is not None:
+            self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             self._db.close()
             self._db = None
+
+    def checkpoint(self) -> None:
+        """Copy committed pages from the WAL into the database file. Runs in its own thread with
+        its own connection (SQLite lets it proceed beside the writer); commits stay short."""
+        if self._checkpointer is None:
+            self._checkpointer = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        self._checkpointer.execute("PRAGMA wal_checkpoint(PASSIVE)")
+
+    def close_checkpointer(self) -> None:
+        if self._checkpointer is not None:
+            self._checkpointer.close()
+            self._checkpointer = None
 
     def load(self) -> dict[str, DeviceRecord]:
         assert self._db is not None
