@@ -102,13 +102,20 @@ async def test_a_failing_write_is_reported_and_nothing_restarts(edge) -> None:
     handle = await edge()
     handle.write_manifest("a.yaml", model(), device("one"))
     await handle.wait_reported("default/one", "setpoint", "21")
-    SIMULATOR.fail("default/one", "setpoint", "write protected")
+    SIMULATOR.fail("default/one", "setpoint", "write protected", reads=False)
     client = await handle.client()
     await client.set_desired("default/one", "setpoint", "22")
     await wait_for(
-        lambda: "write failed" in (handle.record("default/one", "setpoint").error or ""), what="write error"
+        lambda: "write of '22' failed" in handle.error("default/one", "setpoint"), what="write error"
     )
+    await asyncio.sleep(1.5)  # good readings of the old value keep coming: the error stays with them
+    assert "write protected" in handle.error("default/one", "setpoint")
+    assert handle.reported("default/one", "setpoint") == "21"
     assert SIMULATOR.device("default/one").connects == 1
+    SIMULATOR.fail("default/one", "setpoint", None)
+    await client.set_desired("default/one", "setpoint", "23")  # a new desired value: a new attempt
+    await handle.wait_reported("default/one", "setpoint", "23")
+    assert handle.error("default/one", "setpoint") == ""
 
 
 async def test_bad_config_data_names_the_field(edge) -> None:

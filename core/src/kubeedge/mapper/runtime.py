@@ -167,6 +167,8 @@ class DeviceWorker:
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
         self._written: dict[str, str] = {}
+        self._write_errors: dict[str, str] = {}
+        """Why the last write of a property failed; shown with its reports until a write succeeds."""
         """Desired values written since the last (re)connect."""
         self._desired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
@@ -202,6 +204,7 @@ class DeviceWorker:
             if name not in self._desired and self._written.get(name) == value:
                 continue  # the same desired value seen twice (delta and twin/get): write once
             self._desired[name] = value
+            self._write_errors.pop(name, None)  # a new attempt
         if self._desired:
             self._desired_event.set()
 
@@ -321,10 +324,10 @@ class DeviceWorker:
         if not had_error and not report.should_report(value, text, now):
             return None
         report.reported(value, text, now)
-        return {
-            "actual": {"value": text, "metadata": {"timestamp": read_at}},
-            "metadata": {"type": prop.type},
-        }
+        metadata = {"type": prop.type}
+        if prop.name in self._write_errors:  # the reading is good, the desired value did not land
+            metadata["error"] = self._write_errors[prop.name]
+        return {"actual": {"value": text, "metadata": {"timestamp": read_at}}, "metadata": metadata}
 
     def _property_error(self, plan: PropertyPlan, message: str) -> dict[str, Any] | None:
         if plan.report.error == message:
@@ -377,11 +380,12 @@ class DeviceWorker:
             raise
         except Exception as exc:
             log.info("device %s: writing %s=%r failed: %s", self.key, name, text, _describe(exc))
-            self._publish_twins(
-                {name: {"metadata": {"type": prop.type, "error": f"write failed: {_describe(exc)}"}}}
-            )
+            error = f"write of {text!r} failed: {_describe(exc)}"
+            self._write_errors[name] = error
+            self._publish_twins({name: {"metadata": {"type": prop.type, "error": error}}})
             return
         self._written[name] = text
+        self._write_errors.pop(name, None)
         read_at = now_ms()
         plan.report.error = None
         entry = self._convert(plan, read_back, asyncio.get_running_loop().time(), read_at)

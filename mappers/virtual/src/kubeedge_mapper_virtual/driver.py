@@ -85,7 +85,7 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
     async def write(self, prop: Property[VirtualVisitor], value: Any) -> None:
         if not self.sim.reachable:
             raise DeviceUnreachable(f"virtual device {self.device.key} is switched off")
-        failure = self.sim.failing.get(prop.name)
+        failure = self.sim.failing.get(prop.name) or self.sim.failing_writes.get(prop.name)
         if failure:
             raise DeviceError(failure, code="simulated")
         simulated = self._property(prop)

@@ -57,6 +57,7 @@ class SimulatedDevice:
     properties: dict[str, SimulatedProperty] = field(default_factory=dict)
     reachable: bool = True
     failing: dict[str, str] = field(default_factory=dict)
+    failing_writes: dict[str, str] = field(default_factory=dict)
     writes: list[tuple[str, Any]] = field(default_factory=list)
     connects: int = 0
 
@@ -76,13 +77,14 @@ class Simulator:
     def set_reachable(self, key: str, reachable: bool) -> None:
         self.device(key).reachable = reachable
 
-    def fail(self, key: str, prop: str, message: str | None) -> None:
-        """Make reads and writes of one property fail with ``message`` (None: work again)."""
+    def fail(self, key: str, prop: str, message: str | None, reads: bool = True) -> None:
+        """Make writes (and reads, unless ``reads=False``) of one property fail with ``message``
+        (None: work again)."""
         device = self.device(key)
-        if message is None:
-            device.failing.pop(prop, None)
-        else:
-            device.failing[prop] = message
+        device.failing.pop(prop, None)
+        device.failing_writes.pop(prop, None)
+        if message is not None:
+            (device.failing if reads else device.failing_writes)[prop] = message
 
     def reset(self) -> None:
         self.devices.clear()
