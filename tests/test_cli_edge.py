@@ -100,6 +100,16 @@ async def test_edge_run_refuses_bad_config_naming_the_key(tmp_path) -> None:
     assert "mappers.virtual.colour: unknown key" in out
 
 
+async def test_the_embedded_broker_listens_on_loopback_only(tmp_path) -> None:
+    path = tmp_path / "edge.yaml"
+    for host in ("0.0.0.0", "192.168.1.10", "[::]", "::1"):
+        path.write_text(f"node: edge-1\nbus:\n  listen: '{host}:18832'\nmappers: {{}}\n")
+        code, out = await kubeedge("edge", "run", "-c", str(path))
+        assert code == 1, out
+        assert "bus.listen:" in out and "is not a loopback address" in out, out
+        assert "use an external broker" in out
+
+
 async def test_edge_run_serves_devices_until_interrupted(tmp_path) -> None:
     from kubeedge.bus import free_port
 

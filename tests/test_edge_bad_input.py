@@ -126,13 +126,39 @@ async def test_bad_message_gets_its_error_and_nothing_else_breaks(wired, topic, 
 
 async def test_a_kubeedge_go_mapper_update_is_accepted_unchanged(wired) -> None:
     handle, client, results = wired
-    # KubeEdge's mapper sends expected too; temperature is ReadOnly in our model, so use a writable one
-    client.publish(update_topic(), GO_MAPPER_UPDATE.replace("temperature", "setpoint"), qos=1)
+    # The reference's sample is for a thermostat: a writable temperature with desired 30, reported 25.5.
+    writable = {
+        "name": "temperature",
+        "type": "FLOAT",
+        "accessMode": "ReadWrite",
+        "visitors": {"protocolName": "virtual", "configData": {"generator": "constant", "value": 25.5}},
+    }
+    handle.write_manifest(
+        "thermostat.yaml",
+        model("thermostat-model", properties=[writable]),
+        device("thermostat", model_name="thermostat-model", properties=[{"name": "temperature"}]),
+    )
+    await wait_for(lambda: "default/thermostat" in handle.twin.devices, what="thermostat known")
+    client.publish(update_topic("thermostat"), GO_MAPPER_UPDATE, qos=1)
     (_where, body), *_ = await answer(results)
-    assert "code" not in body
-    assert body["twin"]["setpoint"]["actual"]["value"] == "25.5"
-    assert body["twin"]["setpoint"]["metadata"]["type"] == "float"
-    assert handle.record("default/sensor-1", "setpoint").expected == "30"
+    assert "code" not in body, body
+    assert body["twin"]["temperature"]["actual"]["value"] == "25.5"
+    assert body["twin"]["temperature"]["expected"]["value"] == "30"
+    assert body["twin"]["temperature"]["metadata"]["type"] == "float"
+    assert handle.record("default/thermostat", "temperature").expected == "30"
+    assert handle.record("default/thermostat", "temperature").actual == "25.5"
+
+
+async def test_a_go_mapper_update_of_a_read_only_property_is_accepted(wired) -> None:
+    """KubeEdge's mapper reports every twin with expected = its observed desired value, which is
+    empty for a ReadOnly property (reference section 4.3): that is not an attempt to set one."""
+    handle, client, results = wired
+    payload = GO_MAPPER_UPDATE.replace('{"value":"30","metadata":{}}', '{"value":"","metadata":{}}')
+    client.publish(update_topic(), payload, qos=1)
+    (_where, body), *_ = await answer(results)
+    assert "code" not in body, body
+    await handle.wait_reported("default/sensor-1", "temperature", "25.5")
+    assert handle.record("default/sensor-1", "temperature").expected in (None, "")
 
 
 async def test_new_optional_twin_can_be_added_and_deleted(wired) -> None:

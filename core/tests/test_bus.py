@@ -45,3 +45,14 @@ def test_broker_urls() -> None:
     assert BrokerAddress.parse("mqtts://broker.example:9999") == BrokerAddress("broker.example", 9999, True)
     with pytest.raises(ConfigError, match="is not mqtt://host"):
         BrokerAddress.parse("http://x")
+
+
+@pytest.mark.parametrize("listen", ["127.0.0.1:1883", "127.0.0.2:0", "localhost:1883"])
+def test_the_embedded_broker_may_listen_on_any_loopback_address(listen: str) -> None:
+    from kubeedge.config import BusConfig
+
+    assert BusConfig.model_validate({"listen": listen}).listen_address[0] in {
+        "127.0.0.1",
+        "127.0.0.2",
+        "localhost",
+    }

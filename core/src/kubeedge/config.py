@@ -7,6 +7,7 @@ so an empty file (or none) runs an edge on the embedded broker.
 from __future__ import annotations
 
 import os
+import ipaddress
 import re
 import socket
 from pathlib import Path
@@ -70,6 +71,12 @@ class BusConfig(_Config):
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port, like 127.0.0.1:1883")
+        if not _is_loopback(host):
+            raise ValueError(
+                f"{host} is not a loopback address: the embedded broker has no authentication, so it "
+                "listens on loopback only (127.0.0.1 or another 127.x.x.x address, or localhost); for mappers or devices on "
+                "other hosts use an external broker (bus.url: mqtt://HOST:PORT, with username/password or TLS)"
+            )
         return listen
 
     @property
@@ -90,6 +97,15 @@ class BusConfig(_Config):
         if url != "embedded" and not re.match(r"^(mqtt|mqtts|tcp|ssl)://[^/:]+(:\d+)?/?$", url):
             raise ValueError("must be 'embedded' or mqtt://host[:port] (mqtts:// for TLS)")
         return url
+
+
+def _is_loopback(host: str) -> bool:
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.IPv4Address(host).is_loopback
+    except ValueError:
+        return False
 
 
 class EdgeConfig(_Config):
