@@ -2,8 +2,11 @@
 into a temporary virtual environment, found through entry points, enabled by configuration."""
 
 import os
+import signal
 import subprocess
 import textwrap
+import time
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -12,6 +15,7 @@ from kubeedge.testing.venv import overlay_venv, pip_install
 
 GOOD_DRIVER = """
 import os
+import signal
 from kubeedge import Driver, hookimpl
 
 with open(os.environ["IMPORT_LOG"], "a") as log:
@@ -31,6 +35,47 @@ class {cls}(Driver):
 @hookimpl
 def kubeedge_register_drivers():
     return [{cls}]
+"""
+
+AUDIT_MODULE = """
+import json
+import os
+import signal
+from pathlib import Path
+
+from pydantic import BaseModel
+
+from kubeedge import EdgeModule, hookimpl
+
+with open(os.environ["IMPORT_LOG"], "a") as log:
+    log.write(__name__ + "\\n")
+
+
+class Settings(BaseModel):
+    path: Path
+
+
+class Audit(EdgeModule):
+    # writes the name of every twin that changed (from the twin documents) to a file
+    name = "audit"
+    settings_model = Settings
+
+    async def start(self):
+        self.out = self.settings.path.open("a")
+        self.context.bus.subscribe("$hw/events/device/+/+/twin/update/document", self.seen)
+
+    def seen(self, topic, payload):
+        for name in json.loads(payload)["twin"]:
+            self.out.write(topic.split("/")[4] + " " + name + "\\n")
+            self.out.flush()
+
+    async def stop(self):
+        self.out.close()
+
+
+@hookimpl
+def kubeedge_register_edge_modules():
+    return [Audit]
 """
 
 DISTRIBUTIONS = {
@@ -77,6 +122,12 @@ DISTRIBUTIONS = {
         "hello",
         "import click\nfrom kubeedge import hookimpl\n\n@click.command()\ndef hello():\n    '''Say hello.'''\n    click.echo('hello from a plugin')\n\n"
         "@hookimpl\ndef kubeedge_register_commands(cli):\n    cli.add_command(hello)\n",
+    ),
+    "kubeedge-edge-audit": (
+        "kubeedge_edge_audit",
+        "kubeedge.edge_modules",
+        "audit",
+        AUDIT_MODULE,
     ),
     "kubeedge-badcli": (
         "kubeedge_badcli",
@@ -218,3 +269,64 @@ def test_bad_config_names_the_key(venv: Path, tmp_path: Path) -> None:
     assert "edge.yaml: node: 'Bad_Name' is not a valid node name" in output
     assert "edge.yaml: bus.url: must be 'embedded' or mqtt://host[:port]" in output
     assert "edge.yaml: bus.colour: unknown key" in output
+
+
+def run_edge_until(
+    venv: Path, tmp_path: Path, config: str, done: Callable[[], bool]
+) -> tuple[str, list[str]]:
+    """Run ``kubeedge edge run`` until ``done()`` (or 30 s), stop it with SIGINT; its output and imports."""
+    log = tmp_path / "imports.log"
+    log.write_text("")
+    (tmp_path / "edge.yaml").write_text(config)
+    edge = subprocess.Popen(
+        [str(venv / "bin" / "python"), "-m", "kubeedge", "edge", "run", "-c", str(tmp_path / "edge.yaml")],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+        env={**os.environ, "IMPORT_LOG": str(log)},
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline and not done() and edge.poll() is None:
+            time.sleep(0.2)
+    finally:
+        edge.send_signal(signal.SIGINT)
+        output = edge.communicate(timeout=20)[0].decode()
+    assert edge.returncode == 0, output
+    return output, log.read_text().split()
+
+
+def test_a_third_party_edge_module_runs_in_the_edge_when_enabled(venv: Path, tmp_path: Path) -> None:
+    from kubeedge.bus import free_port
+
+    manifests = tmp_path / "manifests"
+    manifests.mkdir()
+    demo = Path(__file__).parents[1] / "src" / "kubeedge" / "demo" / "devices.yaml"
+    (manifests / "demo.yaml").write_text(demo.read_text())
+    audit = tmp_path / "audit.log"
+    base = (
+        f"node: edge-1\nbus: {{listen: '127.0.0.1:{free_port()}'}}\ndataDir: data\n"
+        "manifests: manifests\nmappers: {virtual: {}}\n"
+    )
+    twins = tmp_path / "data" / "twins.db"
+
+    # Disabled: never imported; the edge serves without it.
+    _, imported = run_edge_until(
+        venv, tmp_path, base + "modules: {audit: {enabled: false}}\n", lambda: twins.exists()
+    )
+    assert "kubeedge_edge_audit.plugin" not in imported
+    assert twins.exists()
+
+    # A bad setting names the module's key, and the edge does not start.
+    code, output, _ = run(venv, tmp_path, "edge", "run", config=base + "modules: {audit: {}}\n")
+    assert code == 1
+    assert "modules.audit.path: Field required" in output, output
+
+    # Enabled: imported, started with its settings, sees the twins change.
+    output, imported = run_edge_until(
+        venv,
+        tmp_path,
+        base + f"modules: {{audit: {{path: '{audit}'}}}}\n",
+        lambda: audit.exists() and "temperature" in audit.read_text(),
+    )
+    assert "kubeedge_edge_audit.plugin" in imported
+    assert audit.exists() and "temperature" in audit.read_text(), output

@@ -4,6 +4,7 @@ This module is the public surface plugins use; everything not exported here is p
 """
 
 from importlib.metadata import PackageNotFoundError, version
+from typing import TYPE_CHECKING
 
 from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
 from kubeedge.batching import Block, Span, plan_blocks
@@ -20,6 +21,9 @@ from kubeedge.errors import ConfigError, KubeEdgeError, ManifestError, PluginErr
 from kubeedge.plugins import hookimpl
 from kubeedge.shared import Shared, SharedConnections
 
+if TYPE_CHECKING:
+    from kubeedge.module import EdgeContext, EdgeModule
+
 try:
     __version__ = version("kubeedge-core")
 except PackageNotFoundError:  # running from a source tree that was not installed
@@ -34,6 +38,8 @@ __all__ = [
     "DeviceModel",
     "DeviceUnreachable",
     "Driver",
+    "EdgeContext",
+    "EdgeModule",
     "Emit",
     "KubeEdgeError",
     "ManifestError",
@@ -49,3 +55,12 @@ __all__ = [
     "hookimpl",
     "plan_blocks",
 ]
+
+
+def __getattr__(name: str) -> object:
+    # Edge modules' base class pulls in the bus client; mappers that never need it do not pay for it.
+    if name in ("EdgeModule", "EdgeContext"):
+        from kubeedge import module
+
+        return getattr(module, name)
+    raise AttributeError(f"module 'kubeedge' has no attribute {name!r}")
