@@ -1,5 +1,5 @@
-"""The edge on an external broker with TLS and a password, as production runs it; wrong
-credentials and an untrusted certificate are refused with a clear message."""
+"""The edge on an external broker with TLS and a password, or a client certificate, as production
+runs it; wrong credentials and untrusted or missing certificates are refused with a clear message."""
 
 import asyncio
 import json
@@ -79,3 +79,49 @@ async def test_wrong_password_and_untrusted_certificate_are_named(secure_broker)
         await asyncio.sleep(0.02)
     assert seen == [{"twin": {}}]
     await good.stop()
+
+
+@pytest.fixture
+def mutual_tls_broker(tmp_path):
+    """A broker that wants a client certificate from our CA and takes its CN as the user name."""
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1", "localhost")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    edge_cert = ca.issue_cert("edge-1", common_name="edge-1")
+    edge_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "edge.pem"))
+    edge_cert.private_key_pem.write_to_path(str(tmp_path / "edge.key"))
+    broker = Mosquitto(
+        extra=(
+            f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+            "require_certificate true\nuse_identity_as_username true\n"
+        )
+    ).start()
+    yield broker, tmp_path
+    broker.close()
+
+
+async def test_edge_with_a_client_certificate(edge, mutual_tls_broker) -> None:
+    broker, certs = mutual_tls_broker
+    url = f"mqtts://127.0.0.1:{broker.port}"
+    handle = await edge(
+        bus_url=url,
+        bus={
+            "url": url,
+            "caFile": str(certs / "ca.pem"),
+            "certFile": str(certs / "edge.pem"),
+            "keyFile": str(certs / "edge.key"),
+        },
+    )
+    handle.write_manifest("a.yaml", model(), device("one"))
+    await handle.wait_reported("default/one", "label", "hello")
+    client = await handle.client()
+    await client.set_desired("default/one", "setpoint", "12")
+    await handle.wait_reported("default/one", "setpoint", "12")
+    # without the certificate, the same broker turns the client away, and says so at once
+    anonymous = BusClient(url, ca_file=certs / "ca.pem")
+    with pytest.raises(
+        ConnectionError, match=r"rejected this client's TLS certificate .*CERTIFICATE_REQUIRED"
+    ):
+        await asyncio.wait_for(anonymous.start(timeout=30), 5)  # at once, not after the timeout

@@ -6,8 +6,8 @@ so an empty file (or none) runs an edge on the embedded broker.
 
 from __future__ import annotations
 
-import os
 import ipaddress
+import os
 import re
 import socket
 from pathlib import Path
@@ -74,8 +74,9 @@ class BusConfig(_Config):
         if not _is_loopback(host):
             raise ValueError(
                 f"{host} is not a loopback address: the embedded broker has no authentication, so it "
-                "listens on loopback only (127.0.0.1 or another 127.x.x.x address, or localhost); for mappers or devices on "
-                "other hosts use an external broker (bus.url: mqtt://HOST:PORT, with username/password or TLS)"
+                "listens on loopback only (127.0.0.1 or another 127.x.x.x address, or localhost); "
+                "for mappers or devices on other hosts use an external broker "
+                "(bus.url: mqtt://HOST:PORT, with username/password or TLS)"
             )
         return listen
 

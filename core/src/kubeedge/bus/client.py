@@ -13,7 +13,6 @@ import asyncio
 import contextlib
 import functools
 import logging
-import random
 import socket
 import ssl
 import struct
@@ -27,6 +26,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from kubeedge.backoff import backoff_delay
 from kubeedge.config import BusConfig
 from kubeedge.errors import ConfigError
 
@@ -67,6 +67,8 @@ class _BufferedClient(mqtt.Client):
         super().__init__(*args, **kwargs)
         self._rbuf = bytearray()
         self.eof = False
+        self.read_error: OSError | None = None
+        """Why the connection ended, when the socket said (a TLS alert from the broker, a reset)."""
 
     def _sock_recv(self, bufsize: int) -> bytes:
         if not self._rbuf:
@@ -86,8 +88,9 @@ class _BufferedClient(mqtt.Client):
             data = sock.recv(self._chunk)
         except (BlockingIOError, InterruptedError, ssl.SSLWantReadError, ssl.SSLWantWriteError):
             return
-        except OSError:
+        except OSError as exc:
             self.eof = True
+            self.read_error = exc
             return
         if not data:
             self.eof = True
@@ -366,8 +369,7 @@ class BusClient:
                     self._connected.clear()
                     self.reconnects += 1
                 attempt += 1
-                delay = min(self._max_backoff, 0.1 * 2 ** min(attempt, 10))
-                delay *= random.uniform(0.5, 1.0)  # noqa: S311 - jitter, not cryptography
+                delay = backoff_delay(attempt, first=0.2, limit=self._max_backoff)
                 log.info(
                     "bus %s: disconnected (%s); reconnecting in %.1fs", self.client_id, self.last_error, delay
                 )
@@ -492,8 +494,14 @@ class BusClient:
 
     def _on_disconnect(self, _client: Any, _userdata: Any, _flags: Any, reason: Any, _props: Any) -> None:
         self._connected.clear()
-        if not self._stopping and self.last_error is None:
-            self.last_error = f"disconnected: {reason}"
+        cause, self._client.read_error = self._client.read_error, None
+        if isinstance(cause, ssl.SSLError) and "CERTIFICATE" in str(cause).upper():
+            # With TLS 1.3 a broker checks the client's certificate after the handshake and
+            # answers a missing or untrusted one with an alert on the first read: final.
+            self.last_error = f"the broker rejected this client's TLS certificate ({cause.reason or cause})"
+            self._refused.set()
+        elif not self._stopping and self.last_error is None:
+            self.last_error = f"disconnected: {cause or reason}"
 
     def _close_socket(self) -> None:
         sock = self._client.socket()

@@ -1,0 +1,48 @@
+"""Reconnect pacing: exponential, capped, jittered; the bus client really waits that long."""
+
+import asyncio
+import itertools
+import socket
+
+from hypothesis import given
+from hypothesis import strategies as st
+
+from kubeedge.backoff import backoff_delay
+from kubeedge.bus import BusClient
+
+
+@given(attempt=st.integers(1, 1000), first=st.floats(0.01, 5), limit=st.floats(0.01, 600))
+def test_each_wait_is_in_the_upper_half_of_its_capped_exponential_step(
+    attempt: int, first: float, limit: float
+) -> None:
+    step = min(limit, first * 2 ** min(attempt - 1, 16))
+    assert step / 2 <= backoff_delay(attempt, first=first, limit=limit) <= step
+
+
+def test_waits_grow_until_the_cap_and_are_spread() -> None:
+    means = [sum(backoff_delay(n, first=0.2, limit=30) for _ in range(200)) / 200 for n in range(1, 12)]
+    assert all(a < b for a, b in itertools.pairwise(means[:9]))  # 0.2, 0.4, ... 25.6
+    assert 0.5 * 30 <= means[-1] <= 30  # capped
+    assert len({round(backoff_delay(3, first=0.2, limit=30), 6) for _ in range(50)}) > 40  # jittered
+
+
+async def test_the_bus_client_backs_off_while_the_broker_hangs_up() -> None:
+    """A broker port that accepts and closes at once: attempts come at 0.1-0.2, 0.2-0.4, 0.4-0.8 s
+    ... apart, so about 5 in 2.5 s, not hundreds (no back-off) and not 1 (gave up)."""
+    attempts: list[float] = []
+    loop = asyncio.get_running_loop()
+
+    async def hang_up(_reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        attempts.append(loop.time())
+        writer.close()
+
+    server = await asyncio.start_server(hang_up, "127.0.0.1", 0, family=socket.AF_INET)
+    port = server.sockets[0].getsockname()[1]
+    client = BusClient(f"mqtt://127.0.0.1:{port}", client_id="backoff-test")
+    await client.start(timeout=None)
+    await asyncio.sleep(2.5)
+    await client.stop()
+    server.close()
+    assert 3 <= len(attempts) <= 7, attempts
+    gaps = [b - a for a, b in itertools.pairwise(attempts)]
+    assert gaps[-1] >= 2 * gaps[0], gaps  # the 3rd gap is at least 0.4 s, the 1st at most 0.2 s
