@@ -22,20 +22,22 @@ A mapper distribution gets it with two pieces in its tests::
 Each test starts a real edge in the test's event loop (embedded broker, standalone manifests),
 with the mapper enabled by its protocol name through its installed entry point, and a Device and
 DeviceModel built from what the simulator declares. The suite checks: connect and go online; read
-every point (one per DeviceModel type the protocol supports); report a change made on the device;
-write a desired value and read it back; refuse a write to a ReadOnly point; map a device error to
+every point (one per DeviceModel type; a type the protocol cannot carry is listed in
+``unsupported_types`` with the reason); report a change made on the device; write a desired value
+and read it back; refuse a write to a ReadOnly point (at the edge, and in the mapper when a desired
+value reaches it around the edge); map a device error to
 the property, keeping the device online; go offline when the device is lost and come back; refuse
 bad configData with the field named.
 """
 
 from __future__ import annotations
 
-import asyncio
 import faulthandler
+import json
 from abc import ABC, abstractmethod
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal, get_args
 
 import pytest
 
@@ -44,6 +46,8 @@ from kubeedge.client import EdgeRequestError
 from kubeedge.testing.edge import EdgeHandle, wait_for
 
 ModelType = Literal["INT", "FLOAT", "DOUBLE", "STRING", "BOOLEAN", "BYTES"]
+ALL_TYPES: tuple[ModelType, ...] = get_args(ModelType)
+"""Every DeviceModel type a point can have (STREAM is a video stream, not a polled value)."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +83,9 @@ class DeviceSimulator(ABC):
     """The mapper's protocol name (its entry point name)."""
     mapper_settings: ClassVar[dict[str, Any]] = {}
     """Settings for ``mappers.NAME`` in the edge configuration of the tests."""
+    unsupported_types: ClassVar[dict[str, str]] = {}
+    """DeviceModel types the protocol cannot carry, each with the reason (shown in the docs of
+    the suite's result): every other type needs a point."""
 
     async def start(self) -> None:
         """Start the simulated device."""
@@ -207,6 +214,14 @@ class MapperConformance:
     def test_simulator_declares_points(self, mapper_simulator: DeviceSimulator) -> None:
         points = mapper_simulator.points()
         assert points, "the simulator declares no points"
+        declared = {p.type for p in points} | set(mapper_simulator.unsupported_types)
+        missing = sorted(set(ALL_TYPES) - declared)
+        assert not missing, (
+            f"declare a point of each DeviceModel type, or list the type in `unsupported_types` "
+            f"with the reason the protocol cannot carry it; missing: {', '.join(missing)}"
+        )
+        both = sorted({p.type for p in points} & set(mapper_simulator.unsupported_types))
+        assert not both, f"declared as points and as unsupported: {', '.join(both)}"
         assert any(p.writable for p in points), "at least one point must be writable"
         assert all(p.changed is not None for p in points if p.writable), (
             "writable points need a `changed` value"
@@ -243,11 +258,26 @@ class MapperConformance:
     ) -> None:
         point = next((p for p in deployed.points.values() if not p.writable), None)
         assert point is not None, "declare at least one read-only point"
-        client = await deployed.edge.client()
+        edge = deployed.edge
+        client = await edge.client()
+        await edge.wait_reported(deployed.key, point.name, timeout=self.timeout)
         before = await mapper_simulator.device_value(point.name)
+        value = _text(point, point.changed if point.changed is not None else point.initial)
+        # The edge refuses it ...
         with pytest.raises(EdgeRequestError, match="ReadOnly"):
-            await client.set_desired(deployed.key, point.name, _text(point, point.changed or point.initial))
-        await asyncio.sleep(0.3)
+            await client.set_desired(deployed.key, point.name, value)
+        # ... and so does the mapper, when a desired value reaches it around the edge's check
+        # (an older edge, a misbehaving cloud): the device is never written, the twin says why.
+        namespace, name = deployed.key.split("/")
+        delta = {"event_id": "conformance", "timestamp": 0, "twin": {}, "delta": {point.name: value}}
+        client.bus.publish(
+            f"$hw/events/device/{namespace}/{name}/twin/update/delta", json.dumps(delta), qos=1
+        )
+        await wait_for(
+            lambda: "ReadOnly" in edge.error(deployed.key, point.name),
+            self.timeout,
+            what=f"the mapper refusing to write ReadOnly {point.name}",
+        )
         assert await mapper_simulator.device_value(point.name) == before
 
     async def test_device_error_marks_the_property_and_not_the_device(
