@@ -1,6 +1,7 @@
 """The command line against a running edge: device list, device get, twin set, edge run, demo."""
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
@@ -59,6 +60,16 @@ async def test_device_list_get_and_twin_set(edge, tmp_path) -> None:
     assert code == 0, out
     row = next(line for line in out.splitlines() if line.strip().startswith("setpoint"))
     assert row.split()[:4] == ["setpoint", "float", "17.5", "17.5"]
+
+    code, out = await kubeedge("device", "get", "-c", config, "one", "-o", "json")
+    assert code == 0, out
+    answer = json.loads(out)
+    assert answer["device"]["id"] == "default/one" and answer["device"]["state"] == "online"
+    assert answer["twin"]["setpoint"]["expected"]["value"] == "17.5"
+    assert answer["twin"]["setpoint"]["actual"]["value"] == "17.5"
+    code, out = await kubeedge("device", "list", "-c", config, "-o", "json")
+    assert code == 0, out
+    assert sorted(d["device"]["id"] for d in json.loads(out)) == ["default/one", "default/two"]
 
 
 async def test_twin_set_errors_are_clear(edge, tmp_path) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -231,9 +232,21 @@ def device() -> None:
     """Devices served by a running edge."""
 
 
+def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
+    return click.option(
+        "-o",
+        "--output",
+        type=click.Choice(["table", "json"]),
+        default="table",
+        show_default=True,
+        help="json: the edge's answers as they are on the wire (membership entry and twin), for scripts.",
+    )(func)
+
+
 @device.command("list")
 @config_option
-def device_list(config_path: Path | None) -> None:
+@output_option
+def device_list(config_path: Path | None, output: str) -> None:
     """Devices, their state, protocol and twins."""
     config = _config(config_path)
 
@@ -243,6 +256,9 @@ def device_list(config_path: Path | None) -> None:
         return list(zip(devices, twins, strict=True))
 
     rows = _run(_with_edge(config, fetch))
+    if output == "json":
+        click.echo(json.dumps([{"device": entry, "twin": twin} for entry, twin in rows], indent=2))
+        return
     table = Table(box=None, header_style="bold")
     for column in ("DEVICE", "PROTOCOL", "MODEL", "STATE", "LAST ONLINE", "PROPERTIES", "PENDING", "ERRORS"):
         table.add_column(column)
@@ -269,7 +285,8 @@ def device_list(config_path: Path | None) -> None:
 @device.command("get")
 @click.argument("name")
 @config_option
-def device_get(name: str, config_path: Path | None) -> None:
+@output_option
+def device_get(name: str, config_path: Path | None, output: str) -> None:
     """One device's twin: desired and reported value of every property.
 
     NAME is namespace/name (or name, in the default namespace).
@@ -283,6 +300,9 @@ def device_get(name: str, config_path: Path | None) -> None:
         return devices.get(key), twin
 
     entry, twin = _run(_with_edge(config, fetch))
+    if output == "json":
+        click.echo(json.dumps({"device": entry, "twin": twin}, indent=2))
+        return
     if entry is not None:
         console.print(
             f"[bold]{escape(entry['id'])}[/]  state {_state(entry.get('state'))}  "
