@@ -23,6 +23,7 @@ from kubeedge.bus import BusClient
 from kubeedge.client import EdgeClient
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.errors import KubeEdgeError
+from kubeedge.memory import trim_periodically
 from kubeedge.plugins import PluginHost
 
 T = TypeVar("T")
@@ -174,9 +175,11 @@ def mapper_run(name: str, config_path: Path | None) -> None:
             f"[bold green]mapper {name} running[/] for node {config.node} "
             f"on {bus.address.host}:{bus.address.port}"
         )
+        trimmer = asyncio.create_task(trim_periodically(), name="memory-trim")
         try:
             await stop.wait()
         finally:
+            trimmer.cancel()
             await runtime.stop()
             await bus.stop()
 

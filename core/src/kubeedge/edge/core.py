@@ -3,6 +3,7 @@ publisher and the enabled edge modules, started in order and stopped in reverse.
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import logging
 import uuid
@@ -15,6 +16,7 @@ from kubeedge.bus import BusClient, EmbeddedBroker
 from kubeedge.config import EdgeConfig
 from kubeedge.edge.assignments import AssignmentPublisher, status_payload
 from kubeedge.errors import ConfigError, PluginError
+from kubeedge.memory import trim_periodically
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.plugins import PluginHost
 from kubeedge.registry import DeviceRegistry
@@ -32,6 +34,7 @@ class EdgeCore:
         self.context: EdgeContext | None = None
         self.assignments: AssignmentPublisher | None = None
         self.modules: list[EdgeModule] = []
+        self._trimmer: asyncio.Task[None] | None = None
 
     def enabled_modules(self) -> list[str]:
         config = self.config
@@ -113,11 +116,15 @@ class EdgeCore:
             # of the garbage collector's full scans, which otherwise pause the loop for tens of ms.
             gc.collect()
             gc.freeze()
+            self._trimmer = asyncio.create_task(trim_periodically(), name="memory-trim")
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        if self._trimmer is not None:
+            self._trimmer.cancel()
+            self._trimmer = None
         for module in reversed(self.modules):
             try:
                 await module.stop()
