@@ -79,7 +79,9 @@ class DeviceUnreachable(KubeEdgeError):
 
 
 Emit = Callable[[str, Any], None]
-"""``emit(property_name, value)``: how a push subscription hands values to the framework."""
+"""``emit(property_name, value)``: how a push subscription hands values to the framework. The
+value is of the property's type, as :meth:`Driver.read` returns it, or an exception (a
+:class:`DeviceError`) that marks the property failed until a good value comes."""
 
 
 class Driver(ABC, Generic[ConfigT, VisitorT]):
@@ -132,7 +134,14 @@ class Driver(ABC, Generic[ConfigT, VisitorT]):
         """Release the connection; must not raise."""
 
     async def state(self) -> str:
-        """Health check while connected: ``online`` or ``unhealthy`` (default ``online``)."""
+        """Health check while connected: ``online`` or ``unhealthy`` (default ``online``).
+
+        Asked only if overridden: right after connecting, then every ``spec.stateReport.reportCycle``
+        ms of the Device, else every ``stateInterval`` seconds of the mapper settings (30).
+        ``unhealthy``, any other answer, or an exception marks the device unhealthy until a check
+        answers ``online``; ``offline``, or :class:`DeviceUnreachable`, ``OSError`` or a timeout,
+        counts as the device lost (closed, marked offline and reconnected), as for a read.
+        """
         return "online"
 
     async def read_many(self, props: Sequence[Property[VisitorT]]) -> list[Any]:
@@ -154,7 +163,9 @@ class Driver(ABC, Generic[ConfigT, VisitorT]):
     async def subscribe(self, props: Sequence[Property[VisitorT]], emit: Emit) -> None:
         """Optional push path: runs while connected, calling ``emit(name, value)`` for each value
         the device pushes (BACnet COV, BLE notify, Zigbee reports). Properties it covers are not
-        polled. Return or raise when the subscription ends. Override it to enable push."""
+        polled; their values are converted, range-checked and reported like read ones. Return or
+        raise when the subscription ends: the device then counts as lost and is reconnected.
+        Override it to enable push."""
         raise NotImplementedError
 
     @classmethod

@@ -11,7 +11,10 @@ and runs one :class:`DeviceWorker` per device:
   (:mod:`kubeedge.mapper.policy`) and send one ``twin/update`` per device and cycle;
 * write desired values from ``twin/update/delta``: only the changed property, never a device
   restart; ReadOnly refused; the value read back and reported;
-* report the device state (online, offline, unhealthy) on ``state/update``.
+* report the device state (online, offline, unhealthy) on ``state/update``: online once connected;
+  offline while it cannot be reached; unhealthy while every polled property fails or the driver's
+  health check (``Driver.state``, asked every ``stateReport.reportCycle`` of the Device, else
+  every ``stateInterval`` seconds of the mapper's settings) says so or fails.
 
 A driver error marks a property (``metadata.error`` in its twin) or the device (its state); it
 never stops the mapper or another device.
@@ -61,6 +64,9 @@ class MapperSettings(BaseModel):
     """Seconds a read (of one batch) or a write may take before the device counts as unreachable."""
     max_backoff: float = Field(default=30.0, gt=0)
     """Longest wait between reconnection attempts, seconds."""
+    state_interval: float = Field(default=30.0, gt=0)
+    """Seconds between health checks (``Driver.state``) of a connected device, for devices whose
+    Device sets no ``spec.stateReport.reportCycle``."""
 
 
 @dataclass
@@ -167,9 +173,14 @@ class DeviceWorker:
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
         self._written: dict[str, str] = {}
+        """Desired values written since the last (re)connect."""
         self._write_errors: dict[str, str] = {}
         """Why the last write of a property failed; shown with its reports until a write succeeds."""
-        """Desired values written since the last (re)connect."""
+        self._health_problem: str | None = None
+        """Why the driver's health check says the device is unhealthy (None: it says online)."""
+        self._reads_failing = False
+        """Every polled property failed at its last read."""
+        self._polled: list[PropertyPlan] = []
         self._desired_event = asyncio.Event()
         self._task: asyncio.Task[None] | None = None
         self.connects = 0
@@ -244,6 +255,8 @@ class DeviceWorker:
             self.connects += 1
             self._written.clear()
             attempt = 0
+            self._health_problem = None
+            self._reads_failing = False
             self._set_state("online")
             self.runtime.request_twin(self)
             try:
@@ -262,15 +275,17 @@ class DeviceWorker:
         served = [p for p in self.plan.properties.values() if p.polled]
         pushed = [p for p in served if driver.supports_push() and driver.pushes(p.prop)]
         groups: dict[float, list[PropertyPlan]] = {}
-        for plan in served:
-            if plan not in pushed:
-                groups.setdefault(plan.collect_s, []).append(plan)
+        self._polled = [p for p in served if p not in pushed]
+        for plan in self._polled:
+            groups.setdefault(plan.collect_s, []).append(plan)
         async with asyncio.TaskGroup() as group:
             if pushed:
                 group.create_task(self._push(driver, pushed))
             for cycle, plans in groups.items():
                 group.create_task(self._poll(driver, plans, cycle))
             group.create_task(self._write_loop(driver))
+            if type(driver).state is not Driver.state:  # the default always answers online
+                group.create_task(self._check_health(driver))
 
     async def _poll(self, driver: Driver[Any, Any], plans: list[PropertyPlan], cycle: float) -> None:
         loop = asyncio.get_running_loop()
@@ -297,17 +312,18 @@ class DeviceWorker:
             results += await asyncio.wait_for(driver.read_many(chunk), self.runtime.settings.read_timeout)
         loop_now = asyncio.get_running_loop().time()
         updates: dict[str, dict[str, Any]] = {}
-        failures = 0
         for plan, result in zip(plans, results, strict=True):
             if isinstance(result, UNREACHABLE):
                 raise result
             entry = self._convert(plan, result, loop_now, read_at)
             if entry is not None:
                 updates[plan.prop.name] = entry
-            if plan.report.error is not None:
-                failures += 1
         self._publish_twins(updates, read_at)
-        self._set_state("unhealthy" if plans and failures == len(plans) else "online")
+        # Every polled property of the device, not only this cycle's group: a device whose
+        # properties are read on two cycles must not flip between online and unhealthy.
+        polled = self._polled
+        self._reads_failing = bool(polled) and all(p.report.error is not None for p in polled)
+        self._update_state()
 
     def _convert(self, plan: PropertyPlan, result: Any, now: float, read_at: int) -> dict[str, Any] | None:
         """The twin entry to report for one read result, or None if nothing needs reporting."""
@@ -351,6 +367,44 @@ class DeviceWorker:
 
         await driver.subscribe([p.prop for p in plans], emit)
         raise DeviceUnreachable("the push subscription ended")
+
+    def _state_interval(self) -> float:
+        """Seconds between health checks: the Device's ``stateReport.reportCycle``, else the mapper's."""
+        report = self.plan.device.spec.state_report
+        if report is not None and report.report_cycle is not None:
+            return cycle_ms(report.report_cycle) / 1000
+        return self.runtime.settings.state_interval
+
+    async def _check_health(self, driver: Driver[Any, Any]) -> None:
+        """Ask ``driver.state()`` now and then every interval, while connected.
+
+        ``online`` (or ``ok``): healthy; ``offline`` or an unreachable error (``DeviceUnreachable``,
+        ``OSError``, a timeout): the device is lost, as when a read says so; ``unhealthy``, any other
+        answer, or any other exception: unhealthy until the next check says online."""
+        interval = self._state_interval()
+        while True:
+            try:
+                answer = await asyncio.wait_for(driver.state(), self.runtime.settings.read_timeout)
+            except UNREACHABLE:
+                raise
+            except Exception as exc:  # a broken health check marks the device, never the mapper
+                problem: str | None = f"health check failed: {_describe(exc)}"
+            else:
+                state = str(answer).lower()
+                if state == "offline":
+                    raise DeviceUnreachable("the health check says the device is offline")
+                if state in ("online", "ok"):
+                    problem = None
+                elif state == "unhealthy":
+                    problem = "the health check says unhealthy"
+                else:
+                    problem = f"the health check answered {answer!r} (expected online, unhealthy or offline)"
+            if problem != self._health_problem:
+                if problem is not None:
+                    log.info("device %s: %s", self.key, problem)
+                self._health_problem = problem
+            self._update_state()
+            await asyncio.sleep(interval)
 
     async def _write_loop(self, driver: Driver[Any, Any]) -> None:
         while True:
@@ -416,6 +470,10 @@ class DeviceWorker:
                 plan.report.error = message
                 updates[plan.prop.name] = {"metadata": {"type": plan.prop.type, "error": message}}
         self._publish_twins(updates)
+
+    def _update_state(self) -> None:
+        """While connected: unhealthy if every polled property fails or the health check says so."""
+        self._set_state("unhealthy" if self._reads_failing or self._health_problem else "online")
 
     def _set_state(self, state: str) -> None:
         if state == self.state:

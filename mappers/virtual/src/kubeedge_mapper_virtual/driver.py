@@ -14,8 +14,11 @@ Visitor ``configData``::
     max: 100
     period: 60         # sine period, seconds
     amplitude: 2       # sine amplitude
+    push: true         # the device pushes the value (as BACnet COV or BLE notify do): not polled
+    pushIntervalMs: 500  # how often a pushed property sends its next value
 
-A written value is kept: every later read returns it.
+A written value is kept: every later read returns it. The device's health check
+(:meth:`VirtualDriver.state`) answers what ``SIMULATOR.set_health`` says.
 """
 
 from __future__ import annotations
@@ -23,12 +26,13 @@ from __future__ import annotations
 import asyncio
 import base64
 import math
+from collections.abc import Sequence
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
-from kubeedge import DeviceError, DeviceUnreachable, Driver, Property
+from kubeedge import DeviceError, DeviceUnreachable, Driver, Emit, Property
 from kubeedge_mapper_virtual.simulator import SIMULATOR, SimulatedDevice, SimulatedProperty
 
 
@@ -49,6 +53,8 @@ class VirtualVisitor(_Config):
     max: float | None = None
     period: float = Field(default=60.0, gt=0)
     amplitude: float = 1.0
+    push: bool = False
+    push_interval_ms: float = Field(default=1000.0, gt=0)
 
 
 class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
@@ -92,6 +98,35 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
         simulated.value = value
         simulated.written = True
         self.sim.writes.append((prop.name, value))
+
+    async def state(self) -> str:
+        if self.sim.health_error:
+            raise DeviceError(self.sim.health_error, code="simulated")
+        return self.sim.health
+
+    def pushes(self, prop: Property[VirtualVisitor]) -> bool:
+        return prop.visitor.push
+
+    async def subscribe(self, props: Sequence[Property[VirtualVisitor]], emit: Emit) -> None:
+        """Each property sends its next value every ``pushIntervalMs`` (a failing one, its error)."""
+        loop = asyncio.get_running_loop()
+        due = {prop.name: loop.time() for prop in props}
+        while True:
+            if not self.sim.reachable:
+                raise DeviceUnreachable(f"virtual device {self.device.key} is switched off")
+            now = loop.time()
+            for prop in props:
+                if due[prop.name] > now:
+                    continue
+                due[prop.name] = now + prop.visitor.push_interval_ms / 1000
+                failure = self.sim.failing.get(prop.name)
+                if failure:
+                    emit(prop.name, DeviceError(failure, code="simulated"))
+                    continue
+                simulated = self._property(prop)
+                simulated.pushes += 1
+                emit(prop.name, _typed(prop.type, simulated.next(self.sim.rng)))
+            await asyncio.sleep(max(0.0, min(due.values()) - loop.time()))
 
     def _property(self, prop: Property[VirtualVisitor]) -> SimulatedProperty:
         simulated = self.sim.properties.get(prop.name)

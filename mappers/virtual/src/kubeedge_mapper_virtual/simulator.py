@@ -1,7 +1,8 @@
 """The simulated devices' world: values, written values, and faults a test can switch on.
 
 One :data:`SIMULATOR` per process, shared by every virtual driver instance in it, so a test (or
-the demo) can make a device unreachable, make a property fail, or look at what was written.
+the demo) can make a device unreachable or unhealthy, make a property fail, or look at what was
+written.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ class SimulatedProperty:
     phase: float = 0.0
     visitor: Any = None
     reads: int = 0
+    pushes: int = 0
     written: bool = False
     started: float = field(default_factory=time.monotonic)
 
@@ -60,6 +62,10 @@ class SimulatedDevice:
     failing_writes: dict[str, str] = field(default_factory=dict)
     writes: list[tuple[str, Any]] = field(default_factory=list)
     connects: int = 0
+    health: str = "online"
+    """What the device's health check (``Driver.state``) answers."""
+    health_error: str | None = None
+    """When set, the health check fails with this message instead."""
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - simulation, not cryptography
@@ -85,6 +91,13 @@ class Simulator:
         device.failing_writes.pop(prop, None)
         if message is not None:
             (device.failing if reads else device.failing_writes)[prop] = message
+
+    def set_health(self, key: str, health: str = "online", error: str | None = None) -> None:
+        """What the device's health check answers (``online``, ``unhealthy``, ``offline``), or, with
+        ``error``, that the check itself fails with that message."""
+        device = self.device(key)
+        device.health = health
+        device.health_error = error
 
     def reset(self) -> None:
         self.devices.clear()
