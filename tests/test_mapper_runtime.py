@@ -316,3 +316,26 @@ async def test_sine_and_random_walk_stay_in_their_bounds_and_move(edge) -> None:
     assert all(0 <= v <= 1 for v in walk), walk
     assert len(set(walk)) >= 5  # it moves
     await watcher.stop()
+
+
+async def test_a_busy_mapper_stops_every_device_promptly(edge, caplog) -> None:
+    """Stopping cancels every device's tasks while reads complete all the time; none may keep
+    running (Python 3.11's ``asyncio.wait_for`` drops a cancellation that arrives as the awaited
+    read finishes, which left devices serving after shutdown)."""
+    handle = await edge()
+    names = [f"busy-{i:03d}" for i in range(150)]
+    handle.write_manifest(
+        "busy.yaml",
+        model("busy-model", properties=[prop("n", generator="counter")]),
+        *(device(n, model_name="busy-model", properties=[{"name": "n", "collectCycle": 20}]) for n in names),
+    )
+    await wait_for(
+        lambda: all(handle.reported(f"default/{n}", "n") for n in names), 30, what="every device reporting"
+    )
+    runtime = handle.core.module("mappers").runtimes["virtual"]
+    workers = list(runtime.workers.values())
+    started = asyncio.get_running_loop().time()
+    await runtime.stop()
+    assert asyncio.get_running_loop().time() - started < 4
+    assert not [r.message for r in caplog.records if "did not stop" in r.message]
+    assert all(w._task is None for w in workers)

@@ -1,7 +1,10 @@
 """Modbus configData: KubeEdge's manifests as written today are accepted; mistakes name the field."""
 
+import re
+from pathlib import Path
+
 import pytest
-from pydantic import ValidationError
+from pydantic import AliasChoices, ValidationError
 
 from kubeedge_mapper_modbus.config import ModbusConfig, ModbusVisitor
 
@@ -47,6 +50,20 @@ def test_kubeedge_style_visitor() -> None:
     assert (visitor.data_type, visitor.register_type, visitor.max) == ("float32", "HoldingRegister", 100.0)
 
 
+@pytest.mark.parametrize("data_bits", [5, 6, 7, 8])
+def test_data_bits(data_bits: int) -> None:
+    config = ModbusConfig.model_validate(
+        {"serialPort": "/dev/ttyS0", "communicateMode": "RTU", "dataBits": data_bits}
+    )
+    assert config.data_bits == data_bits
+    assert data_bits in config.link()  # another setting of the line is another link
+
+
+@pytest.mark.parametrize("retries", [0, 3, 10])
+def test_retries(retries: int) -> None:
+    assert ModbusConfig.model_validate({"ip": "h", "retries": retries}).retries == retries
+
+
 @pytest.mark.parametrize(
     ("data", "field", "words"),
     [
@@ -56,6 +73,11 @@ def test_kubeedge_style_visitor() -> None:
         ({"ip": "h", "slaveid": 3}, "slaveid", "Extra inputs are not permitted"),
         ({"ip": "h", "parity": "mark"}, "parity", "'N', 'E' or 'O'"),
         ({"communicateMode": "UDP", "ip": "h"}, "communicateMode", "'TCP', 'RTU' or 'RTUOverTCP'"),
+        ({"ip": "h", "dataBits": 9}, "dataBits", "Input should be 5, 6, 7 or 8"),
+        ({"ip": "h", "dataBits": 4}, "dataBits", "Input should be 5, 6, 7 or 8"),
+        ({"ip": "h", "retries": 11}, "retries", "less than or equal to 10"),
+        ({"ip": "h", "retries": -1}, "retries", "greater than or equal to 0"),
+        ({"ip": "h", "retries": "twice"}, "retries", "valid integer"),
         ({"communicateMode": "TCP"}, "", "ip is required"),
         ({"communicateMode": "RTU"}, "", "serialPort is required"),
     ],
@@ -101,3 +123,30 @@ def test_bad_visitor(data: dict, field: str, words: str) -> None:
     error = info.value.errors()[0]
     assert ".".join(map(str, error["loc"])) == field
     assert words in error["msg"]
+
+
+def _keys(model: type) -> set[str]:
+    """The configData keys a model accepts, as the README writes them."""
+    keys = set()
+    for name, field in model.model_fields.items():
+        alias = field.validation_alias
+        keys.add(alias.choices[0] if isinstance(alias, AliasChoices) else field.alias or name)
+    return keys
+
+
+def test_the_readme_tables_list_every_option_and_no_other() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    _, _, options = readme.partition("## Options")
+    protocol, _, visitor = options.partition("Visitor `configData`:")
+    # a table row's first cell holds its key(s): | `max`, `min` | ...
+    protocol_keys, visitor_keys = (
+        {
+            key
+            for line in part.splitlines()
+            if line.startswith("| `")
+            for key in re.findall(r"`(\w+)`", line.split("|")[1])
+        }
+        for part in (protocol, visitor)
+    )
+    assert protocol_keys == _keys(ModbusConfig)
+    assert visitor_keys == _keys(ModbusVisitor) | {"report"}  # report: the runtime's, every mapper has it

@@ -1,12 +1,15 @@
 """The Modbus mapper through the full edge (bus, twin) against a real pymodbus server."""
 
 import asyncio
+import itertools
+import json
 import shutil
-import subprocess
+import time
 from pathlib import Path
 
 import pytest
 import yaml
+from pymodbus.framer import FramerType
 
 from kubeedge.testing import wait_for
 from kubeedge_mapper_modbus.driver import LINKS
@@ -163,14 +166,38 @@ TYPES = [
 ]
 
 
-async def test_every_data_type_and_order(edge, server) -> None:
+@pytest.fixture(params=["TCP", "RTUOverTCP", "RTU"])
+async def each_transport(request):
+    """A simulated unit 1 on each transport (RTU: a serial line), with the configData reaching it."""
+    if request.param == "RTU":
+        device_side, edge_side = request.getfixturevalue("pty_pair")
+        simulator = ModbusSimulator(units=(1,), serial_port=device_side)
+        config = {
+            "communicateMode": "RTU",
+            "serialPort": edge_side,
+            "baudRate": 19200,
+            "slaveID": 1,
+            "timeout": 500,
+        }
+    else:
+        framer = FramerType.RTU if request.param == "RTUOverTCP" else None
+        simulator = ModbusSimulator(units=(1,), framer=framer)
+        config = tcp(simulator, communicateMode=request.param)
+    await simulator.start()
+    yield simulator, config
+    await simulator.stop()
+
+
+async def test_every_data_type_and_order(edge, each_transport) -> None:
+    simulator, config = each_transport
     props = [{"name": n, "type": t, "visitor": v} for n, t, v, _, _ in TYPES]
     for _, t, v, value, _ in TYPES:
-        await server.set_value(1, v, t.lower(), value)
+        await simulator.set_value(1, v, t.lower(), value)
     handle = await edge(mappers={"modbus": SETTINGS})
-    handle.write_manifest("plc.yaml", model(props), device("plc-1", props, tcp(server)))
+    handle.write_manifest("plc.yaml", model(props), device("plc-1", props, config))
     for name, _, _, _, reported in TYPES:
         await handle.wait_reported("plant/plc-1", name, reported)
+    assert all(handle.error("plant/plc-1", name) == "" for name, *_ in TYPES)
 
 
 async def test_reads_are_batched(edge, server) -> None:
@@ -313,6 +340,16 @@ async def test_exception_codes_and_a_killed_server(edge, server) -> None:
     )
     await handle.wait_reported("plant/plc-1", "good", "42")  # the merged block was re-read per property
     assert handle.state("plant/plc-1") == "online"
+    server.failing[1].add((3, 0))  # now every property fails: the device is unhealthy
+    await handle.wait_state("plant/plc-1", "unhealthy")
+    await wait_for(lambda: "Modbus exception 2" in handle.error("plant/plc-1", "good"), what="error on good")
+    await server.set(1, "HoldingRegister", 0, [41])
+    await server.set(1, "HoldingRegister", 5, [55])
+    server.failing[1].clear()  # the fault is gone: fresh values, no errors, online again
+    await handle.wait_reported("plant/plc-1", "bad", "55")
+    await handle.wait_reported("plant/plc-1", "good", "41")
+    await handle.wait_state("plant/plc-1", "online")
+    assert (handle.error("plant/plc-1", "bad"), handle.error("plant/plc-1", "good")) == ("", "")
     await server.stop()
     await handle.wait_state("plant/plc-1", "offline")
     await server.start()
@@ -333,6 +370,160 @@ async def test_a_dead_unit_does_not_stop_the_others(edge, server) -> None:
     await handle.wait_state("plant/dead", "offline")
     await server.set(1, "HoldingRegister", 0, [8])
     await handle.wait_reported("plant/alive", "value", "8")
+
+
+async def test_readings_and_desired_values_outside_max_min(edge, server) -> None:
+    props = [
+        {
+            "name": "temperature",
+            "type": "FLOAT",
+            "visitor": {
+                "register": "HoldingRegister",
+                "offset": 0,
+                "dataType": "int16",
+                "scale": 0.1,
+                "max": 100,
+                "min": -20,
+            },
+        },
+        {
+            "name": "setpoint",
+            "type": "INT",
+            "visitor": {"register": "HoldingRegister", "offset": 10, "max": 90, "min": 20},
+        },
+    ]
+    await server.set(1, "HoldingRegister", 0, [1500])  # 150.0
+    await server.set(1, "HoldingRegister", 10, [50])
+    handle = await edge(mappers={"modbus": SETTINGS})
+    handle.write_manifest("plc.yaml", model(props), device("plc-1", props, tcp(server)))
+    await handle.wait_reported("plant/plc-1", "setpoint", "50")
+    await wait_for(
+        lambda: (
+            "property temperature: reading 150.0 is above max 100"
+            in handle.error("plant/plc-1", "temperature")
+        ),
+        what="above max",
+    )
+    assert handle.reported("plant/plc-1", "temperature") is None  # an error, not a value
+    assert handle.state("plant/plc-1") == "online"
+    await server.set(1, "HoldingRegister", 0, [(-300) & 0xFFFF])  # -30.0
+    await wait_for(
+        lambda: (
+            "property temperature: reading -30.0 is below min -20"
+            in handle.error("plant/plc-1", "temperature")
+        ),
+        what="below min",
+    )
+    await server.set(1, "HoldingRegister", 0, [215])
+    await handle.wait_reported("plant/plc-1", "temperature", "21.5")
+    assert handle.error("plant/plc-1", "temperature") == ""
+
+    client = await handle.client()
+    for desired, words in (("95", "95 is above max 90"), ("15", "15 is below min 20")):
+        await client.set_desired("plant/plc-1", "setpoint", desired)
+        await wait_for(
+            lambda words=words: (
+                f"property setpoint: {words}; not written" in handle.error("plant/plc-1", "setpoint")
+            ),
+            what=words,
+        )
+    assert not any("Write" in name for _, name in server.requests)  # refused before the wire
+    assert await server.get(1, "HoldingRegister", 10, 1) == [50]
+    await client.set_desired("plant/plc-1", "setpoint", "60")
+    await handle.wait_reported("plant/plc-1", "setpoint", "60")
+    assert await server.get(1, "HoldingRegister", 10, 1) == [60]
+
+
+async def test_a_silent_device_times_out_and_comes_back(edge, server) -> None:
+    props = [{"name": "value", "type": "INT", "visitor": {"register": "HoldingRegister", "offset": 0}}]
+    await server.set(1, "HoldingRegister", 0, [5])
+    handle = await edge(mappers={"modbus": SETTINGS})
+    handle.write_manifest("plc.yaml", model(props), device("plc-1", props, tcp(server, timeout=300)))
+    await handle.wait_reported("plant/plc-1", "value", "5")
+    server.silent.update(server.units)  # the connection stays open; nothing is answered
+    await handle.wait_state("plant/plc-1", "offline")
+    # the state and the twin travel on different topics: the error may come a moment later
+    await wait_for(lambda: "timeout" in handle.error("plant/plc-1", "value"), what="timeout error")
+    error = handle.error("plant/plc-1", "value")
+    assert "timeout: no answer from unit 1" in error and "within 300 ms (1 try)" in error, error
+    await server.set(1, "HoldingRegister", 0, [6])
+    server.silent.clear()
+    await handle.wait_state("plant/plc-1", "online")
+    await handle.wait_reported("plant/plc-1", "value", "6")
+    assert handle.error("plant/plc-1", "value") == ""
+
+
+async def test_a_silent_unit_behind_a_gateway_does_not_delay_the_others(edge, server) -> None:
+    """Unit 2 of a gateway goes silent: unit 1 on the same connection and a device on another
+    connection keep reporting every cycle; unit 2 stays offline (no online flapping at every
+    attempt) and is asked again less and less often, as the back-off grows."""
+    cycle, timeout = 0.2, 0.3
+    props = [
+        {
+            "name": "value",
+            "type": "INT",
+            # every reading reported (not only changes), so each one shows on the bus
+            "visitor": {"register": "HoldingRegister", "offset": 0, "report": {"maxInterval": 1}},
+        }
+    ]
+    other = await ModbusSimulator(units=(1,)).start()
+    try:
+        for simulator, unit in ((server, 1), (server, 2), (other, 1)):
+            await simulator.set(unit, "HoldingRegister", 0, [unit])
+        handle = await edge(mappers={"modbus": {"readTimeout": 3, "maxBackoff": 5}})
+        reports: dict[str, list[float]] = {"gw-1": [], "other": []}
+        states: list[str] = []
+
+        def on_report(topic: str, payload: bytes) -> None:
+            name = topic.split("/")[4]
+            if name in reports and "actual" in json.loads(payload)["twin"].get("value", {}):
+                reports[name].append(time.monotonic())
+
+        bus = (await handle.client()).bus
+        bus.subscribe("$hw/events/device/plant/+/twin/update", on_report)
+        bus.subscribe(
+            "$hw/events/device/plant/gw-2/state/update", lambda _t, p: states.append(json.loads(p)["state"])
+        )
+        settings = {"timeout": int(timeout * 1000)}
+        handle.write_manifest(
+            "plc.yaml",
+            model(props),
+            device("gw-1", props, tcp(server, 1, **settings), cycle=int(cycle * 1000)),
+            device("gw-2", props, tcp(server, 2, **settings), cycle=int(cycle * 1000)),
+            device("other", props, tcp(other, 1, **settings), cycle=int(cycle * 1000)),
+        )
+        for key in ("plant/gw-1", "plant/gw-2", "plant/other"):
+            await handle.wait_reported(key, "value")
+        await wait_for(lambda: all(reports.values()), what="reports on the bus")
+        assert server.connections == 1  # gw-1 and gw-2 share the gateway connection
+
+        server.silent.add(2)
+        start = time.monotonic()
+        await handle.wait_state("plant/gw-2", "offline")
+        await wait_for(lambda: "timeout" in handle.error("plant/gw-2", "value"), what="timeout on gw-2")
+        del states[:]  # from here on it must stay offline
+
+        def asked() -> list[float]:
+            return [t for t in server.arrivals[2] if t >= start]
+
+        # until unit 2 was asked four times: the read that timed out and three attempts more
+        await wait_for(lambda: len(asked()) >= 4, timeout=10, what="four requests to the silent unit")
+        end = time.monotonic()
+
+        assert "online" not in states  # never called online again while silent
+        limit = 3 * cycle + timeout
+        for name, times in reports.items():
+            seen = [start, *(t for t in times if start < t < end), end]
+            gaps = [b - a for a, b in itertools.pairwise(seen)]
+            assert max(gaps) < limit, (name, [round(g, 3) for g in gaps])
+        waits = [b - a for a, b in itertools.pairwise(asked())]
+        # the back-off doubles from 0.2 s: the third wait is at least 0.8 s plus the timeout,
+        # where a unit asked again at every attempt would wait about 0.5 s each time
+        assert waits[2] >= 1.0, waits
+        for key in ("plant/gw-1", "plant/other"):
+            assert handle.error(key, "value") == "" and handle.state(key) == "online"
+    finally:
+        await other.stop()
 
 
 async def test_kubeedge_style_manifest_from_examples_works_unchanged(edge) -> None:
@@ -356,26 +547,6 @@ async def test_kubeedge_style_manifest_from_examples_works_unchanged(edge) -> No
         assert (await simulator.get(1, "CoilRegister", 0, 1))[0] is True
     finally:
         await simulator.stop()
-
-
-@pytest.fixture
-def pty_pair(tmp_path):
-    socat = shutil.which("socat")
-    if socat is None:
-        raise RuntimeError("socat is not installed (hack/system-deps.sh)")
-    a, b = tmp_path / "ttyA", tmp_path / "ttyB"
-    process = subprocess.Popen(
-        [socat, f"pty,raw,echo=0,link={a}", f"pty,raw,echo=0,link={b}"], stderr=subprocess.DEVNULL
-    )
-    for _ in range(100):
-        if a.exists() and b.exists():
-            break
-        import time
-
-        time.sleep(0.05)
-    yield str(a), str(b)
-    process.terminate()
-    process.wait(5)
 
 
 async def test_rtu_over_a_serial_line(edge, pty_pair) -> None:
@@ -406,8 +577,16 @@ async def test_rtu_over_a_serial_line(edge, pty_pair) -> None:
             model(props),
             device("rtu-1", props, {**rtu, "slaveID": 1}, cycle=200),
             device("rtu-2", props, {**rtu, "slaveID": 2}, cycle=200),
+            device("rtu-9-bits", props, {**rtu, "slaveID": 3, "dataBits": 9}, cycle=200),
         )
         await handle.wait_reported("plant/rtu-1", "temperature", "18.25")
+        await wait_for(
+            lambda: (
+                "spec.protocol.configData.dataBits: Input should be 5, 6, 7 or 8"
+                in handle.error("plant/rtu-9-bits", "temperature")
+            ),
+            what="dataBits refused",
+        )
         await handle.wait_reported("plant/rtu-2", "temperature", "-3.5")
         client = await handle.client()
         await client.set_desired("plant/rtu-2", "pump", "true")
@@ -419,8 +598,6 @@ async def test_rtu_over_a_serial_line(edge, pty_pair) -> None:
 
 
 async def test_rtu_framing_over_tcp(edge) -> None:
-    from pymodbus.framer import FramerType
-
     simulator = await ModbusSimulator(units=(4,), framer=FramerType.RTU).start()
     try:
         props = [

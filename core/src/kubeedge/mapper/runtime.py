@@ -29,8 +29,9 @@ import json
 import logging
 import random
 import uuid
+from collections.abc import Awaitable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -42,11 +43,13 @@ from kubeedge.api.device import Device, DeviceModel
 from kubeedge.api.manifests import format_path
 from kubeedge.api.twin import now_ms
 from kubeedge.api.values import check_range, format_value, parse_value, twin_type
+from kubeedge.backoff import backoff_delay
 from kubeedge.bus import BusClient
 from kubeedge.driver import DeviceUnreachable, Driver, Property
 from kubeedge.errors import WireError
 from kubeedge.mapper.policy import REPORT_KEY, ReportPolicy, ReportState, cycle_ms
 
+T = TypeVar("T")
 log = logging.getLogger(__name__)
 
 UNREACHABLE = (DeviceUnreachable, OSError, asyncio.TimeoutError, ConnectionError)
@@ -242,7 +245,7 @@ class DeviceWorker:
             )
             self.driver = driver
             try:
-                await asyncio.wait_for(driver.connect(), settings.connect_timeout)
+                await _within(settings.connect_timeout, driver.connect())
             except asyncio.CancelledError:
                 await _close(driver)
                 raise
@@ -250,7 +253,7 @@ class DeviceWorker:
                 self._offline(f"cannot connect: {_describe(exc)}")
                 await _close(driver)
                 attempt += 1
-                await asyncio.sleep(_backoff(attempt, settings.max_backoff))
+                await asyncio.sleep(backoff_delay(attempt, first=0.4, limit=settings.max_backoff))
                 continue
             self.connects += 1
             self._written.clear()
@@ -269,7 +272,7 @@ class DeviceWorker:
                 await _close(driver)
                 self.driver = None
             attempt += 1
-            await asyncio.sleep(_backoff(attempt, settings.max_backoff))
+            await asyncio.sleep(backoff_delay(attempt, first=0.4, limit=settings.max_backoff))
 
     async def _serve(self, driver: Driver[Any, Any]) -> None:
         served = [p for p in self.plan.properties.values() if p.polled]
@@ -309,7 +312,7 @@ class DeviceWorker:
         read_at = now_ms()
         for start in range(0, len(props), batch):
             chunk = props[start : start + batch]
-            results += await asyncio.wait_for(driver.read_many(chunk), self.runtime.settings.read_timeout)
+            results += await _within(self.runtime.settings.read_timeout, driver.read_many(chunk))
         loop_now = asyncio.get_running_loop().time()
         updates: dict[str, dict[str, Any]] = {}
         for plan, result in zip(plans, results, strict=True):
@@ -384,7 +387,7 @@ class DeviceWorker:
         interval = self._state_interval()
         while True:
             try:
-                answer = await asyncio.wait_for(driver.state(), self.runtime.settings.read_timeout)
+                answer = await _within(self.runtime.settings.read_timeout, driver.state())
             except UNREACHABLE:
                 raise
             except Exception as exc:  # a broken health check marks the device, never the mapper
@@ -428,8 +431,8 @@ class DeviceWorker:
             )
             return
         try:
-            await asyncio.wait_for(driver.write(prop, value), self.runtime.settings.read_timeout)
-            read_back = await asyncio.wait_for(driver.read(prop), self.runtime.settings.read_timeout)
+            await _within(self.runtime.settings.read_timeout, driver.write(prop, value))
+            read_back = await _within(self.runtime.settings.read_timeout, driver.read(prop))
         except UNREACHABLE:
             raise
         except Exception as exc:
@@ -693,10 +696,6 @@ class MapperRuntime:
         return self.workers.get(key) if key else None
 
 
-def _backoff(attempt: int, limit: float) -> float:
-    return float(min(limit, 0.2 * 2 ** min(attempt, 10)) * random.uniform(0.5, 1.0))  # noqa: S311 - jitter
-
-
 def _describe(exc: BaseException) -> str:
     text = str(exc)
     if isinstance(exc, asyncio.TimeoutError) and not text:
@@ -709,6 +708,31 @@ def _first_leaf(exc: BaseException) -> BaseException:
     while isinstance(exc, BaseExceptionGroup) and exc.exceptions:
         exc = exc.exceptions[0]
     return exc
+
+
+async def _within(seconds: float, call: Awaitable[T]) -> T:
+    """The driver's ``call``, or ``TimeoutError`` after ``seconds``.
+
+    Not ``asyncio.wait_for``: on Python 3.11 it drops a cancellation that arrives as the call
+    finishes, and a device told to stop goes on serving. Not ``asyncio.timeout`` either: a
+    protocol library that swallows the cancellation it uses (pymodbus waits with ``wait_for``)
+    would leave the timeout unsignalled and this task marked as being cancelled. The call runs in
+    its own task; a cancellation of ours is always passed on to it and always raised here.
+    """
+    task = asyncio.ensure_future(call)
+    try:
+        done, _ = await asyncio.wait({task}, timeout=seconds)
+    except asyncio.CancelledError:
+        task.cancel()
+        # Whatever it ends with, nobody waits for it now: retrieve it, so it is not logged.
+        task.add_done_callback(lambda t: t.cancelled() or t.exception())
+        raise
+    if not done:
+        task.cancel()
+        await asyncio.wait({task})  # raises only if we are cancelled meanwhile
+        if task.cancelled():
+            raise TimeoutError(f"no answer within {seconds:g}s")
+    return task.result()
 
 
 async def _close(driver: Driver[Any, Any]) -> None:

@@ -9,20 +9,31 @@
 * **Shared links.** Devices on the same link (same ``ip``/``port``, or the same serial line)
   share one pymodbus client; a lock makes their requests strictly one after another.
 * **Errors.** A Modbus exception response marks the properties of that request with its code
-  (``Modbus exception 2 (illegal data address)``); no answer within ``timeout`` marks the device
-  offline, and the runtime reconnects with back-off. A slow or dead device on a shared gateway
-  costs the others one timeout per reconnection attempt, not one per property.
+  (``Modbus exception 2 (illegal data address)``); no answer within ``timeout`` (after
+  ``retries`` resends) marks the device offline, with ``timeout`` in the reason, and the runtime
+  reconnects with back-off. A reading outside the visitor's ``max``/``min`` is a property error,
+  and a desired value outside them is refused before it reaches the wire.
+* **Silent units.** On a gateway or a serial line the link stays up while one unit is silent, so
+  a connected link says nothing about that unit: after a timeout, the unit's next ``connect``
+  asks it once (the request that went unanswered) and fails if it is still silent. The runtime
+  then keeps it offline and retries with its doubling back-off (up to ``maxBackoff``): a silent
+  unit costs the others on its link one ``timeout`` per back-off step, not one per cycle, and its
+  state does not flap online at every attempt.
+* **Per-device settings on a shared link.** ``timeout`` and ``retries`` are applied to the shared
+  client before each exchange, so each device keeps its own.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
 import struct
 from collections.abc import Awaitable, Callable, Hashable, Sequence
 from typing import Any
 
 from pymodbus.client import AsyncModbusSerialClient, AsyncModbusTcpClient
-from pymodbus.exceptions import ModbusException
+from pymodbus.exceptions import ModbusException, ModbusIOException
 from pymodbus.framer import FramerType
 
 from kubeedge import (
@@ -55,6 +66,8 @@ EXCEPTION_NAMES = {
     11: "gateway target device failed to respond",
 }
 Client = AsyncModbusTcpClient | AsyncModbusSerialClient
+Probe = tuple[str, int, int]
+"""A read that tells whether a unit answers: (register type, start, count)."""
 
 
 def _open(config: ModbusConfig) -> Client:
@@ -89,6 +102,9 @@ class _Links:
     def __init__(self) -> None:
         self.pool: SharedConnections[Client] = SharedConnections(self._open, self._close)
         self._configs: dict[Hashable, ModbusConfig] = {}
+        self.silent: dict[tuple[Hashable, int], Probe] = {}
+        """(link, unit) -> the request that unit last left unanswered, to ask it again on connect.
+        Kept here, not in a driver: the runtime makes a new driver for every connection attempt."""
 
     async def acquire(self, config: ModbusConfig) -> Shared[Client]:
         self._configs[config.link()] = config  # the latest settings open the next connection
@@ -119,6 +135,20 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         self.requests = 0
         async with self._link.lock:
             await self._ensure_connected()
+        probe = LINKS.silent.get(self._unit)
+        if probe is not None:
+            # The unit timed out last time; the link being up says nothing about it (a gateway, a
+            # serial line). Ask it again: any answer, an exception code too, means it is back;
+            # silence fails the connection, so the runtime keeps it offline and backs off.
+            with contextlib.suppress(DeviceError):
+                await self._request_read(*probe)
+
+    @property
+    def _unit(self) -> tuple[Hashable, int]:
+        return (self.config.link(), self.config.slave_id)
+
+    def _where(self) -> str:
+        return self.config.serial_port or f"{self.config.ip}:{self.config.port}"
 
     async def close(self) -> None:
         if self._link is not None:
@@ -128,9 +158,13 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
     async def _ensure_connected(self) -> Client:
         assert self._link is not None
         client = self._link.connection
-        if not client.connected and not await client.connect():
-            where = self.config.serial_port or f"{self.config.ip}:{self.config.port}"
-            raise DeviceUnreachable(f"cannot connect to Modbus {self.config.communicate_mode} {where}")
+        if not client.connected:
+            connected = await client.connect()
+            _raise_if_cancelled()
+            if not connected:
+                raise DeviceUnreachable(
+                    f"cannot connect to Modbus {self.config.communicate_mode} {self._where()}"
+                )
         return client
 
     # ----------------------------------------------------------------- reads
@@ -201,13 +235,20 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 results[prop.name] = DeviceError(f"cannot decode {where.data_type}: {exc}")
 
     @staticmethod
-    def _check(prop: Property[ModbusVisitor], value: Any) -> Any:
+    def _out_of_bounds(prop: Property[ModbusVisitor], value: Any) -> str | None:
+        """Which of the visitor's ``max``/``min`` a number breaks, as text; None when within."""
         visitor = prop.visitor
         if isinstance(value, int | float) and not isinstance(value, bool):
             if visitor.max is not None and value > visitor.max:
-                return DeviceError(f"reading {value} is above max {visitor.max:g}")
+                return f"above max {visitor.max:g}"
             if visitor.min is not None and value < visitor.min:
-                return DeviceError(f"reading {value} is below min {visitor.min:g}")
+                return f"below min {visitor.min:g}"
+        return None
+
+    def _check(self, prop: Property[ModbusVisitor], value: Any) -> Any:
+        broken = self._out_of_bounds(prop, value)
+        if broken is not None:
+            return DeviceError(f"property {prop.name}: reading {value} is {broken}")
         return value
 
     async def _request_read(self, register: str, start: int, count: int) -> list[Any]:
@@ -222,21 +263,41 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 return client.read_coils(start, count=count, device_id=unit)
             return client.read_discrete_inputs(start, count=count, device_id=unit)
 
-        response = await self._exchange(request, f"reading {count} {register} at {start}")
+        response = await self._exchange(
+            request, f"reading {count} {register} at {start}", (register, start, count)
+        )
         return list(response.bits[:count] if register in BIT_REGISTERS else response.registers)
 
-    async def _exchange(self, request: Callable[[Client], Awaitable[Any]], what: str) -> Any:
-        """One request and its answer, alone on the (shared) link; errors as the runtime wants them."""
+    async def _exchange(self, request: Callable[[Client], Awaitable[Any]], what: str, probe: Probe) -> Any:
+        """One request and its answer, alone on the (shared) link; errors as the runtime wants them.
+
+        ``probe`` is a read that tells whether this unit answers, asked on the next connect if
+        this request goes unanswered.
+        """
         assert self._link is not None
         async with self._link.lock:
             client = await self._ensure_connected()
+            self._use_settings(client)
             self.requests += 1
             try:
                 response = await request(client)
             except ModbusException as exc:
+                if _timed_out(exc):
+                    LINKS.silent[self._unit] = probe
                 raise self._no_answer(exc) from None
+            _raise_if_cancelled()
+        LINKS.silent.pop(self._unit, None)
         self._raise_for_exception(response, what)
         return response
+
+    def _use_settings(self, client: Client) -> None:
+        """This device's timeout and retries, on a client other devices of the link share.
+
+        pymodbus reads both from its transaction manager at each request (3.16), so setting them
+        here, under the link's lock, gives every device its own.
+        """
+        client.ctx.retries = self.config.retries
+        client.ctx.comm_params.timeout_connect = self.config.timeout / 1000
 
     # ----------------------------------------------------------------- writes
 
@@ -244,6 +305,9 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         where = self._layout(prop)
         if where.register not in WRITABLE_REGISTERS:
             raise DeviceError(f"{where.register} is read-only in Modbus; {prop.name} cannot be written")
+        broken = self._out_of_bounds(prop, value)
+        if broken is not None:
+            raise DeviceError(f"property {prop.name}: {value} is {broken}; not written")
         try:
             data = encode(where, value)
             if prop.visitor.bit is not None:  # one bit of a holding register: read, change, write
@@ -262,13 +326,21 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 return client.write_register(where.offset, data[0], device_id=unit)
             return client.write_registers(where.offset, data, device_id=unit)
 
-        await self._exchange(request, f"writing {where.register} at {where.offset}")
+        await self._exchange(
+            request, f"writing {where.register} at {where.offset}", (where.register, where.offset, 1)
+        )
 
     # ----------------------------------------------------------------- errors
 
-    def _no_answer(self, exc: Exception) -> DeviceUnreachable:
-        where = self.config.serial_port or f"{self.config.ip}:{self.config.port}"
-        return DeviceUnreachable(f"no answer from unit {self.config.slave_id} at {where}: {exc}")
+    def _no_answer(self, exc: ModbusException) -> DeviceUnreachable:
+        unit, where = self.config.slave_id, self._where()
+        if _timed_out(exc):
+            tries = self.config.retries + 1
+            return DeviceUnreachable(
+                f"timeout: no answer from unit {unit} at {where} within {self.config.timeout} ms"
+                f" ({tries} {'try' if tries == 1 else 'tries'})"
+            )
+        return DeviceUnreachable(f"no answer from unit {unit} at {where}: {exc}")
 
     @staticmethod
     def _raise_for_exception(response: Any, what: str) -> None:
@@ -276,3 +348,20 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
             code = getattr(response, "exception_code", None)
             name = EXCEPTION_NAMES.get(code or 0, "error")
             raise DeviceError(f"Modbus exception {code} ({name}) {what}", code=code)
+
+
+def _timed_out(exc: ModbusException) -> bool:
+    """pymodbus (3.16) says "No response received ..." when its timeout ran out on every try."""
+    return isinstance(exc, ModbusIOException) and "No response received" in str(exc)
+
+
+def _raise_if_cancelled() -> None:
+    """Raise the cancellation pymodbus may have dropped.
+
+    pymodbus waits with ``asyncio.wait_for``, which on Python 3.11 returns an answer that arrives
+    in the same loop iteration as a cancellation and drops the cancellation: the device's task
+    would go on polling after the runtime stopped it (and its stop would wait in vain).
+    """
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError

@@ -1,18 +1,22 @@
 """Simulated Modbus devices (a real pymodbus server), for tests, the benchmark and trying things.
 
 ``python -m kubeedge_mapper_modbus.simulator --port 5502 --units 1,2`` serves units 1 and 2 on
-loopback TCP, each with 1,000 coils, discrete inputs, input registers and holding registers.
+loopback TCP, each with 1,000 coils, discrete inputs, input registers and holding registers
+(``--silent 2``: unit 2 takes requests and never answers, as a unit that is off behind a gateway).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextvars
 import logging
-from collections import Counter
+import time
+from collections import Counter, defaultdict
 from typing import Any, ClassVar
 
 from pymodbus.constants import ExcCodes
+from pymodbus.exceptions import NoSuchIdException
 from pymodbus.framer import FramerType
 from pymodbus.server import ModbusSerialServer, ModbusTcpServer
 from pymodbus.simulator import DataType, SimData, SimDevice
@@ -25,6 +29,8 @@ from kubeedge_mapper_modbus.config import ModbusVisitor
 logging.getLogger("pymodbus").setLevel(logging.CRITICAL)
 
 SIZE = 1000
+_LOCAL = contextvars.ContextVar("_LOCAL", default=False)
+"""True while the test itself reads or writes the tables: faults apply to requests only."""
 # function codes pymodbus' datastore uses to address each table
 TABLE_CODES = {"CoilRegister": 1, "DiscreteInputRegister": 2, "HoldingRegister": 3, "InputRegister": 4}
 
@@ -49,6 +55,13 @@ class ModbusSimulator:
         """(unit id, request name) -> how many arrived."""
         self.failing: dict[int, set[tuple[int, int]]] = {u: set() for u in units}
         """unit -> {(function code, address)} answered with exception 2."""
+        self.silent: set[int] = set()
+        """Units that take requests and never answer (the client times out): a unit that is off
+        behind a gateway; with every unit in it, a device that accepts the connection but is mute."""
+        self.unanswered: Counter[int] = Counter()
+        """unit -> how many of its next requests go unanswered (a transient failure)."""
+        self.arrivals: defaultdict[int, list[float]] = defaultdict(list)
+        """unit -> monotonic times its requests arrived (answered or not)."""
         self.connections = 0
         """Client connections opened so far."""
         self._server: Any = None
@@ -58,6 +71,13 @@ class ModbusSimulator:
             return [SimData(0, count=SIZE, values=value, datatype=datatype)]
 
         async def action(fc: int, start: int, address: int, count: int, regs: Any, set_values: Any) -> Any:
+            if _LOCAL.get():
+                return None
+            if unit in self.silent or self.unanswered[unit] > 0:
+                if unit not in self.silent:
+                    self.unanswered[unit] -= 1
+                # The server is made with ignore_missing_devices: it drops the request, no answer.
+                raise NoSuchIdException(f"unit {unit} is silent")
             failing = self.failing[unit]
             if failing and any((fc, a) in failing for a in range(address, address + count)):
                 return ExcCodes.ILLEGAL_ADDRESS
@@ -77,7 +97,9 @@ class ModbusSimulator:
 
     def _trace(self, sending: bool, pdu: Any) -> Any:
         if not sending:
-            self.requests[(getattr(pdu, "dev_id", 0), type(pdu).__name__)] += 1
+            unit = getattr(pdu, "dev_id", 0)
+            self.requests[(unit, type(pdu).__name__)] += 1
+            self.arrivals[unit].append(time.monotonic())
         return pdu
 
     async def start(self) -> ModbusSimulator:
@@ -89,6 +111,7 @@ class ModbusSimulator:
                 port=self.serial_port,
                 baudrate=19200,
                 trace_pdu=self._trace,
+                ignore_missing_devices=True,
             )
         else:
             self._server = ModbusTcpServer(
@@ -97,6 +120,7 @@ class ModbusSimulator:
                 address=(self.host, self.port),
                 trace_pdu=self._trace,
                 trace_connect=self._connected,
+                ignore_missing_devices=True,
             )
         await self._server.serve_forever(background=True)
         return self
@@ -111,10 +135,18 @@ class ModbusSimulator:
         return self._server is not None
 
     async def set(self, unit: int, register: str, address: int, values: list[int] | list[bool]) -> None:
-        await self._server.async_setValues(unit, TABLE_CODES[register], address, list(values))
+        token = _LOCAL.set(True)
+        try:
+            await self._server.async_setValues(unit, TABLE_CODES[register], address, list(values))
+        finally:
+            _LOCAL.reset(token)
 
     async def get(self, unit: int, register: str, address: int, count: int) -> list[Any]:
-        return list(await self._server.async_getValues(unit, TABLE_CODES[register], address, count))
+        token = _LOCAL.set(True)
+        try:
+            return list(await self._server.async_getValues(unit, TABLE_CODES[register], address, count))
+        finally:
+            _LOCAL.reset(token)
 
     async def set_value(self, unit: int, visitor: dict[str, Any], twin_type: str, value: Any) -> None:
         """Store a typed value the way a property's visitor reads it."""
@@ -139,6 +171,10 @@ class ModbusConformanceSimulator(DeviceSimulator):
 
     protocol: ClassVar[str] = "modbus"
     mapper_settings: ClassVar[dict[str, Any]] = {"readTimeout": 3, "maxBackoff": 1}
+    unsupported_types: ClassVar[dict[str, str]] = {
+        "BYTES": "Modbus registers carry numbers, booleans and text (dataType string); "
+        "KubeEdge's Modbus visitors have no bytes data type",
+    }
 
     def __init__(self) -> None:
         self.server = ModbusSimulator(units=(1,))
@@ -254,9 +290,12 @@ async def _main() -> None:
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=5502)
     parser.add_argument("--units", default="1", help="comma-separated unit ids")
+    parser.add_argument("--silent", default="", help="comma-separated unit ids that never answer")
     args = parser.parse_args()
-    units = tuple(int(u) for u in args.units.split(","))
+    silent = {int(u) for u in args.silent.split(",") if u}
+    units = tuple(sorted({int(u) for u in args.units.split(",")} | silent))
     simulator = await ModbusSimulator(units, args.host, args.port).start()
+    simulator.silent.update(silent)
     print(f"simulated Modbus units {','.join(map(str, units))} on {args.host}:{simulator.port}", flush=True)
     await asyncio.Event().wait()
 
