@@ -29,7 +29,8 @@ DEFAULT_CYCLE_MS = 1000
 
 
 class ReportPolicy(BaseModel):
-    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+    # frozen: properties without a policy of their own share one instance
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid", frozen=True)
 
     on_change: bool = True
     deadband: float | None = Field(default=None, ge=0)

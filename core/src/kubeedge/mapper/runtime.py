@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
+import hashlib
 import json
 import logging
 import random
@@ -97,12 +98,19 @@ class DevicePlan:
         return self.device.key
 
 
-def fingerprint(device: Device, model: DeviceModel) -> str:
-    """What requires a device restart when it changes: not desired values, not status."""
+DEFAULT_POLICY = ReportPolicy()
+
+
+def fingerprint(device: Device, model: DeviceModel) -> bytes:
+    """What requires a device restart when it changes: not desired values, not status (a digest:
+    a mapper keeps one per device)."""
     spec = device.spec.model_dump(mode="json", exclude_none=True)
     for prop in spec.get("properties", []):
         prop.pop("desired", None)
-    return json.dumps([spec, model.spec.model_dump(mode="json", exclude_none=True)], sort_keys=True)
+    text = orjson.dumps(
+        [spec, model.spec.model_dump(mode="json", exclude_none=True)], option=orjson.OPT_SORT_KEYS
+    )
+    return hashlib.blake2b(text, digest_size=16).digest()
 
 
 def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: DeviceModel) -> DevicePlan:
@@ -119,7 +127,8 @@ def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: Devic
         where = ("spec", "properties", i, "visitors", "configData")
         raw = dict((spec_prop.visitors.config_data if spec_prop.visitors else None) or {})
         try:
-            policy = ReportPolicy.model_validate(raw.pop(REPORT_KEY, None) or {})
+            given = raw.pop(REPORT_KEY, None)
+            policy = ReportPolicy.model_validate(given) if given else DEFAULT_POLICY
         except ValidationError as exc:
             plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, (*where, REPORT_KEY)))
             continue
@@ -514,9 +523,10 @@ class MapperRuntime:
         """(name, version) of the distribution the driver comes from, told to the edge."""
         self.instance = uuid.uuid4().hex
         self.workers: dict[str, DeviceWorker] = {}
-        self._fingerprints: dict[str, str] = {}
+        self._fingerprints: dict[str, bytes] = {}
         self._edge_instance: str | None = None
-        self._snapshot: list[Assignment] = []
+        self._snapshot: dict[str, tuple[Device, DeviceModel]] = {}
+        """The devices of the snapshot being received, until its last part."""
         self._models: dict[bytes, DeviceModel] = {}
         self._inbox: asyncio.Queue[AssignmentMessage] = asyncio.Queue()
         self._consumer: asyncio.Task[None] | None = None
@@ -548,11 +558,13 @@ class MapperRuntime:
     async def _consume(self) -> None:
         """Apply assignment messages one after another, in arrival order."""
         while True:
-            message = await self._inbox.get()
+            message: AssignmentMessage | None = await self._inbox.get()
+            assert message is not None
             try:
                 await self._apply(message)
             except Exception:  # one bad message must not stop the mapper
                 log.exception("mapper %s: applying a %s assignment failed", self.protocol, message.kind)
+            message = None  # not kept alive (with every device it carried) until the next one
 
     def _hello(self) -> None:
         hello = MapperHello(
@@ -597,21 +609,21 @@ class MapperRuntime:
         """Only the consumer task calls this, so changes to the workers never overlap."""
         if message.kind == "snapshot":
             if message.part == 1:
-                self._snapshot = []
-            self._snapshot += message.devices
-            if message.part < message.parts:
-                return
-            wanted = {}
-            self._models.clear()
-            for assignment in self._snapshot:
+                self._snapshot = {}
+                self._models.clear()
+            # Parsed part by part, so only one part's JSON is ever in memory, not the fleet's.
+            for assignment in message.devices:
                 parsed = self._parse(assignment)
                 if parsed is not None:
-                    wanted[parsed[0].key] = parsed
+                    self._snapshot[parsed[0].key] = parsed
+            message.devices.clear()
+            if message.part < message.parts:
+                return
+            wanted, self._snapshot = self._snapshot, {}
             for key in [k for k in self.workers if k not in wanted]:
                 await self._remove(key)
             for device, model in wanted.values():
                 await self._upsert(device, model)
-            self._snapshot = []
             # The devices just set up live until the next snapshot: keep them out of the garbage
             # collector's full scans, which would otherwise delay readings by tens of ms.
             gc.collect()
