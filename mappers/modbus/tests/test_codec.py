@@ -113,6 +113,19 @@ def test_strings_round_trip(text: str, swap: bool) -> None:
     assert decode(layout_, encode(layout_, text)) == text
 
 
+@given(data=st.binary(max_size=8), swap=st.booleans(), register_swap=st.booleans())
+def test_bytes_round_trip_padded_to_the_registers(data: bytes, swap: bool, register_swap: bool) -> None:
+    layout_ = where("bytes", twin="bytes", limit=4, isSwap=swap, isRegisterSwap=register_swap)
+    assert decode(layout_, encode(layout_, data)) == data.ljust(8, b"\x00")
+
+
+def test_bytes_are_the_registers_in_wire_order() -> None:
+    assert decode(where("bytes", twin="bytes", limit=2), [0x0102, 0x0304]) == b"\x01\x02\x03\x04"
+    assert encode(where("bytes", twin="bytes", limit=1), b"\xab\xcd") == [0xABCD]
+    with pytest.raises(ValueError, match="3 bytes do not fit in 1 registers"):
+        encode(where("bytes", twin="bytes", limit=1), b"abc")
+
+
 def test_a_boolean_in_a_whole_register() -> None:
     layout_ = where("bool", twin="boolean")
     assert encode(layout_, True) == [1]

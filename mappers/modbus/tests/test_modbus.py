@@ -163,6 +163,13 @@ TYPES = [
         "Pump 7",
         "Pump 7",
     ),
+    (
+        "raw",
+        "BYTES",
+        {"register": "HoldingRegister", "offset": 40, "dataType": "bytes", "limit": 2, "isSwap": True},
+        b"\x00\xff\x10\x01",
+        "AP8QAQ==",
+    ),
 ]
 
 

@@ -57,6 +57,7 @@ def layout(visitor: ModbusVisitor, twin_type: str) -> Layout:
             "double": "float64",
             "boolean": "bool",
             "string": "string",
+            "bytes": "bytes",
         }.get(twin_type, "uint16")
     needed = REGISTER_COUNT.get(data_type, 1)
     count = visitor.limit or needed
@@ -95,6 +96,8 @@ def decode(where: Layout, words: list[int] | list[bool]) -> Any:
         return registers[0] != 0
     if where.data_type == "string":
         return _to_bytes(registers, visitor).rstrip(b"\x00").decode(visitor.encoding, errors="replace")
+    if where.data_type == "bytes":
+        return _to_bytes(registers, visitor)
     size = REGISTER_COUNT[where.data_type]
     raw = struct.unpack(_STRUCT[where.data_type], _to_bytes(registers[:size], visitor))[0]
     if visitor.scale == 1 and visitor.value_offset == 0:
@@ -112,8 +115,8 @@ def encode(where: Layout, value: Any) -> list[int] | bool:
         return bool(value)
     if where.data_type == "bool":  # a whole register holding 0 or 1
         return [1 if value else 0] + [0] * (where.count - 1)
-    if where.data_type == "string":
-        data = str(value).encode(visitor.encoding)
+    if where.data_type in ("string", "bytes"):
+        data = bytes(value) if where.data_type == "bytes" else str(value).encode(visitor.encoding)
         capacity = where.count * 2
         if len(data) > capacity:
             raise ValueError(f"{len(data)} bytes do not fit in {where.count} registers")

@@ -18,8 +18,10 @@ from pydantic.alias_generators import to_camel
 
 RegisterType = Literal["CoilRegister", "DiscreteInputRegister", "InputRegister", "HoldingRegister"]
 DataType = Literal[
-    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string"
+    "int16", "uint16", "int32", "uint32", "int64", "uint64", "float32", "float64", "bool", "string", "bytes"
 ]
+VARIABLE_TYPES = ("string", "bytes")
+"""Data types whose length is ``limit`` registers (one by default)."""
 
 # KubeEdge's dataType names, and short forms, mapped onto ours.
 DATA_TYPE_ALIASES = {
@@ -130,8 +132,9 @@ class ModbusVisitor(_Config):
     limit: int | None = Field(default=None, ge=1, le=125)
     """Registers to read; by default what ``dataType`` needs."""
     data_type: str | None = None
-    """int16, uint16, int32, uint32, int64, uint64, float32, float64, bool, string (KubeEdge's
-    int, float, double, boolean and string are accepted too)."""
+    """int16, uint16, int32, uint32, int64, uint64, float32, float64, bool, string, bytes (the
+    registers' raw bytes, a BYTES twin); KubeEdge's int, float, double, boolean and string are
+    accepted too."""
     scale: float = 1.0
     value_offset: float = 0.0
     """Added after scaling: reported = raw x scale + valueOffset."""
@@ -166,8 +169,12 @@ class ModbusVisitor(_Config):
 
     @model_validator(mode="after")
     def _consistent(self) -> ModbusVisitor:
-        if self.data_type is not None and self.data_type not in REGISTER_COUNT and self.data_type != "string":
-            allowed = ", ".join([*REGISTER_COUNT, "string"])
+        if (
+            self.data_type is not None
+            and self.data_type not in REGISTER_COUNT
+            and self.data_type not in VARIABLE_TYPES
+        ):
+            allowed = ", ".join([*REGISTER_COUNT, *VARIABLE_TYPES])
             raise ValueError(f"dataType {self.data_type!r} is not one of {allowed}")
         if self.register_type in BIT_REGISTERS:
             if self.data_type not in (None, "bool"):

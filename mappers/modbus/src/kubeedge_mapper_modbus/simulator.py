@@ -171,10 +171,6 @@ class ModbusConformanceSimulator(DeviceSimulator):
 
     protocol: ClassVar[str] = "modbus"
     mapper_settings: ClassVar[dict[str, Any]] = {"readTimeout": 3, "maxBackoff": 1}
-    unsupported_types: ClassVar[dict[str, str]] = {
-        "BYTES": "Modbus registers carry numbers, booleans and text (dataType string); "
-        "KubeEdge's Modbus visitors have no bytes data type",
-    }
 
     def __init__(self) -> None:
         self.server = ModbusSimulator(units=(1,))
@@ -228,6 +224,14 @@ class ModbusConformanceSimulator(DeviceSimulator):
                 "pump A",
                 writable=True,
                 changed="pump B",
+            ),
+            Point(
+                "tag",
+                "BYTES",
+                {"register": "HoldingRegister", "offset": 40, "dataType": "bytes", "limit": 2},
+                b"\x01\x02\x03\x04",
+                writable=True,
+                changed=b"\xde\xad\xbe\xef",
             ),
             Point(
                 "running",
