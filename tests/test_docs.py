@@ -184,3 +184,64 @@ def test_the_first_command_of_the_guide_works(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli, ["mapper", "new", "thermo", "--dest", str(tmp_path)])
     assert result.exit_code == 0, result.output
     assert (tmp_path / "kubeedge-mapper-thermo" / "pyproject.toml").is_file()
+
+
+def test_the_guides_run_section_works(built: tuple[Path, Path], tmp_path: Path) -> None:
+    """Section 7's commands, line by line (ports changed to free ones): the simulated device, the
+    validation, an edge with the mapper in its process, and `device get` showing its twin.
+    (Section 1's commands are what tests/test_mapper_new.py does.)"""
+    import shutil
+    import time
+
+    from kubeedge.bus import free_port
+
+    dist, python = built
+    work = tmp_path / "kubeedge-mapper-thermo"
+    shutil.copytree(dist / "examples", work / "examples")
+    device_port, bus_port = str(free_port()), str(free_port())
+    for name in ("edge.yaml", "thermo-device.yaml"):
+        path = work / "examples" / name
+        path.write_text(path.read_text().replace("7700", device_port).replace(":1883", f":{bus_port}"))
+    section = GUIDE.read_text().split("## 7. Run it", 1)[1]
+    commands = [
+        line.split("  #")[0].strip()
+        for lang, body in BLOCK.findall(section)
+        if lang == "sh"
+        for line in body.splitlines()
+        if line.strip()
+    ][:4]
+    assert [c.split()[0:2] for c in commands] == [
+        ["python", "-m"],
+        ["kubeedge", "validate"],
+        ["kubeedge", "edge"],
+        ["kubeedge", "device"],
+    ], commands
+
+    def argv(command: str) -> list[str]:
+        words = command.rstrip("&").replace("7700", device_port).split()
+        return [str(python), "-m", *words[2:]] if words[0] == "python" else [str(python), "-m", *words]
+
+    background = []
+    try:
+        simulator = subprocess.Popen(argv(commands[0]), cwd=work, stdout=subprocess.PIPE, text=True)
+        background.append(simulator)
+        assert simulator.stdout is not None and "simulated thermo device" in simulator.stdout.readline()
+        validated = subprocess.run(argv(commands[1]), cwd=work, capture_output=True, text=True, timeout=60)
+        assert validated.returncode == 0, validated.stdout + validated.stderr
+        edge = subprocess.Popen(
+            argv(commands[2]), cwd=work, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        background.append(edge)
+        assert edge.stdout is not None and "running" in edge.stdout.readline()
+        deadline = time.monotonic() + 30
+        while True:
+            shown = subprocess.run(argv(commands[3]), cwd=work, capture_output=True, text=True, timeout=30)
+            row = [line for line in shown.stdout.splitlines() if line.strip().startswith("temperature")]
+            if shown.returncode == 0 and row and "21.5" in row[0]:
+                break
+            assert time.monotonic() < deadline, shown.stdout + shown.stderr
+            time.sleep(0.3)
+    finally:
+        for process in background:
+            process.terminate()
+            process.wait(10)
