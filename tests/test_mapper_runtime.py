@@ -261,6 +261,25 @@ async def test_the_health_check_sets_the_device_state(edge) -> None:
     assert SIMULATOR.device(KEY).connects >= 2
 
 
+async def test_a_device_lost_right_after_each_connect_is_retried_less_and_less(edge) -> None:
+    """Its health check says offline at once after every connect: the reconnect back-off grows
+    (0.2-0.4 s, 0.4-0.8 s, 0.8-1.6 s, ...), it does not start over at every short connection."""
+    handle = await edge(mappers={"virtual": {"stateInterval": 0.05, "maxBackoff": 30}})
+    handle.write_manifest(
+        "sensor.yaml",
+        model(properties=[prop("count", generator="counter")]),
+        device(properties=[{"name": "count", "collectCycle": 50}]),
+    )
+    await handle.wait_state(KEY, "online")
+    SIMULATOR.set_health(KEY, "offline")
+    await handle.wait_state(KEY, "offline")
+    before = SIMULATOR.device(KEY).connects
+    await asyncio.sleep(3)
+    # with the back-off growing: at most 4 attempts in 3 s; starting over each time: about 10
+    assert SIMULATOR.device(KEY).connects - before <= 4, SIMULATOR.device(KEY).connects - before
+    SIMULATOR.set_health(KEY)
+
+
 async def test_the_health_check_follows_the_devices_state_report_cycle(edge) -> None:
     handle = await edge()  # the mapper's own interval is 30 s: too slow to see here
     properties = [prop("count", generator="counter", value=0, step=1)]

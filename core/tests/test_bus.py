@@ -47,7 +47,7 @@ def test_broker_urls() -> None:
         BrokerAddress.parse("http://x")
 
 
-@pytest.mark.parametrize("listen", ["127.0.0.1:1883", "127.0.0.2:0", "localhost:1883"])
+@pytest.mark.parametrize("listen", ["127.0.0.1:1883", "127.0.0.2:0", "localhost:1883", "LOCALHOST:1883"])
 def test_the_embedded_broker_may_listen_on_any_loopback_address(listen: str) -> None:
     from kubeedge.config import BusConfig
 
@@ -55,4 +55,14 @@ def test_the_embedded_broker_may_listen_on_any_loopback_address(listen: str) -> 
         "127.0.0.1",
         "127.0.0.2",
         "localhost",
+        "LOCALHOST",
     }
+
+
+def test_listen_is_not_checked_when_the_broker_is_external() -> None:
+    from kubeedge.config import BusConfig
+
+    config = BusConfig.model_validate({"url": "mqtt://broker:1883", "listen": "0.0.0.0:1883"})
+    assert config.client_url() == "mqtt://broker:1883"
+    with pytest.raises(ValueError, match="is not a loopback address"):
+        BusConfig.model_validate({"url": "embedded", "listen": "0.0.0.0:1883"})

@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 from pydantic.alias_generators import to_camel
 
 from kubeedge.errors import ConfigError
@@ -67,11 +67,12 @@ class BusConfig(_Config):
 
     @field_validator("listen")
     @classmethod
-    def _check_listen(cls, listen: str) -> str:
+    def _check_listen(cls, listen: str, info: ValidationInfo) -> str:
         host, _, port = listen.rpartition(":")
         if not host or not port.isdigit() or int(port) > 65535:
             raise ValueError("must be host:port, like 127.0.0.1:1883")
-        if not _is_loopback(host):
+        # `url` is validated first (it is declared first); with an external broker `listen` is unused
+        if info.data.get("url", "embedded") == "embedded" and not _is_loopback(host):
             raise ValueError(
                 f"{host} is not a loopback address: the embedded broker has no authentication, so it "
                 "listens on loopback only (127.0.0.1 or another 127.x.x.x address, or localhost); "
@@ -101,7 +102,7 @@ class BusConfig(_Config):
 
 
 def _is_loopback(host: str) -> bool:
-    if host == "localhost":
+    if host.lower() == "localhost":
         return True
     try:
         return ipaddress.IPv4Address(host).is_loopback

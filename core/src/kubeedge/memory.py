@@ -3,7 +3,7 @@
 Bursts (a mapper's hello answered with every device, a thousand devices reporting at once, a big
 manifest reload) leave glibc's heap large after the objects are gone: glibc returns memory only
 from the top of the heap, on its own terms. ``malloc_trim(0)`` hands every free page back. On
-1,000 devices it takes the edge from 78 to 67 MB RSS (``hack/bench/twin_pipeline.py``); a call
+1,000 devices it takes the edge from 78 to 68 MB RSS (``hack/bench/twin_pipeline.py``); a call
 costs about a millisecond. Where the C library has no ``malloc_trim`` (musl, macOS) this does
 nothing.
 """

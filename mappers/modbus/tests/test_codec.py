@@ -113,17 +113,26 @@ def test_strings_round_trip(text: str, swap: bool) -> None:
     assert decode(layout_, encode(layout_, text)) == text
 
 
-@given(data=st.binary(max_size=8), swap=st.booleans(), register_swap=st.booleans())
-def test_bytes_round_trip_padded_to_the_registers(data: bytes, swap: bool, register_swap: bool) -> None:
+@given(data=st.binary(min_size=8, max_size=8), swap=st.booleans(), register_swap=st.booleans())
+def test_bytes_round_trip(data: bytes, swap: bool, register_swap: bool) -> None:
     layout_ = where("bytes", twin="bytes", limit=4, isSwap=swap, isRegisterSwap=register_swap)
-    assert decode(layout_, encode(layout_, data)) == data.ljust(8, b"\x00")
+    assert decode(layout_, encode(layout_, data)) == data
 
 
-def test_bytes_are_the_registers_in_wire_order() -> None:
+def test_bytes_are_the_registers_in_wire_order_and_exactly_their_length() -> None:
     assert decode(where("bytes", twin="bytes", limit=2), [0x0102, 0x0304]) == b"\x01\x02\x03\x04"
     assert encode(where("bytes", twin="bytes", limit=1), b"\xab\xcd") == [0xABCD]
-    with pytest.raises(ValueError, match="3 bytes do not fit in 1 registers"):
+    with pytest.raises(ValueError, match=r"needs exactly 2 bytes \(1 registers\), got 3"):
         encode(where("bytes", twin="bytes", limit=1), b"abc")
+    with pytest.raises(ValueError, match="needs exactly 4 bytes"):
+        encode(where("bytes", twin="bytes", limit=2), b"\x01")  # would read back padded
+
+
+def test_bytes_and_the_bytes_type_go_together() -> None:
+    with pytest.raises(ValueError, match="dataType bytes goes with a BYTES property"):
+        where("bytes", twin="int", limit=2)
+    with pytest.raises(ValueError, match="dataType bytes goes with a BYTES property"):
+        where("uint16", twin="bytes")
 
 
 def test_a_boolean_in_a_whole_register() -> None:

@@ -55,6 +55,8 @@ log = logging.getLogger(__name__)
 
 UNREACHABLE = (DeviceUnreachable, OSError, asyncio.TimeoutError, ConnectionError)
 STOP_TIMEOUT = 5.0
+STABLE_CONNECTION_S = 10.0
+"""A connection that served this long resets the reconnect back-off."""
 
 
 class MapperSettings(BaseModel):
@@ -266,11 +268,11 @@ class DeviceWorker:
                 continue
             self.connects += 1
             self._written.clear()
-            attempt = 0
             self._health_problem = None
             self._reads_failing = False
             self._set_state("online")
             self.runtime.request_twin(self)
+            connected_at = asyncio.get_running_loop().time()
             try:
                 await self._serve(driver)
             except asyncio.CancelledError:
@@ -280,6 +282,11 @@ class DeviceWorker:
             finally:
                 await _close(driver)
                 self.driver = None
+            # The back-off starts over only after a connection that served for a while: a device
+            # that accepts connections and is lost at once (its health check says offline, its
+            # first read fails) is retried less and less often, not a few times a second.
+            if asyncio.get_running_loop().time() - connected_at >= STABLE_CONNECTION_S:
+                attempt = 0
             attempt += 1
             await asyncio.sleep(backoff_delay(attempt, first=0.4, limit=settings.max_backoff))
 
@@ -732,12 +739,13 @@ async def _within(seconds: float, call: Awaitable[T]) -> T:
     its own task; a cancellation of ours is always passed on to it and always raised here.
     """
     task = asyncio.ensure_future(call)
+    # Retrieved whatever happens (we may stop waiting for it), so it is never logged as lost;
+    # task.result() below still raises what it raised.
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
     try:
         done, _ = await asyncio.wait({task}, timeout=seconds)
     except asyncio.CancelledError:
         task.cancel()
-        # Whatever it ends with, nobody waits for it now: retrieve it, so it is not logged.
-        task.add_done_callback(lambda t: t.cancelled() or t.exception())
         raise
     if not done:
         task.cancel()

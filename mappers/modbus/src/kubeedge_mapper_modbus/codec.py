@@ -59,6 +59,10 @@ def layout(visitor: ModbusVisitor, twin_type: str) -> Layout:
             "string": "string",
             "bytes": "bytes",
         }.get(twin_type, "uint16")
+    if (data_type == "bytes") != (twin_type == "bytes"):
+        raise ValueError(
+            "dataType bytes goes with a BYTES property, and a BYTES property with dataType bytes"
+        )
     needed = REGISTER_COUNT.get(data_type, 1)
     count = visitor.limit or needed
     if count < needed:
@@ -115,8 +119,16 @@ def encode(where: Layout, value: Any) -> list[int] | bool:
         return bool(value)
     if where.data_type == "bool":  # a whole register holding 0 or 1
         return [1 if value else 0] + [0] * (where.count - 1)
-    if where.data_type in ("string", "bytes"):
-        data = bytes(value) if where.data_type == "bytes" else str(value).encode(visitor.encoding)
+    if where.data_type == "bytes":
+        # exactly the registers' bytes: a shorter value, padded, would never read back as written
+        if not isinstance(value, bytes | bytearray) or len(value) != where.count * 2:
+            raise ValueError(
+                f"needs exactly {where.count * 2} bytes ({where.count} registers), "
+                f"got {len(value) if isinstance(value, bytes | bytearray) else type(value).__name__}"
+            )
+        return _from_bytes(bytes(value), visitor)
+    if where.data_type == "string":
+        data = str(value).encode(visitor.encoding)
         capacity = where.count * 2
         if len(data) > capacity:
             raise ValueError(f"{len(data)} bytes do not fit in {where.count} registers")

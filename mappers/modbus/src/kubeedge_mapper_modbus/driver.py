@@ -159,6 +159,7 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         assert self._link is not None
         client = self._link.connection
         if not client.connected:
+            self._use_settings(client)  # pymodbus also connects within this timeout: this device's
             connected = await client.connect()
             _raise_if_cancelled()
             if not connected:
@@ -294,7 +295,8 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         """This device's timeout and retries, on a client other devices of the link share.
 
         pymodbus reads both from its transaction manager at each request (3.16), so setting them
-        here, under the link's lock, gives every device its own.
+        here, under the link's lock, gives every device its own. The timeout is also pymodbus'
+        connect timeout: a (re)connection of the link uses the timeout of the device that asks.
         """
         client.ctx.retries = self.config.retries
         client.ctx.comm_params.timeout_connect = self.config.timeout / 1000
