@@ -5,6 +5,7 @@ import asyncio
 import json
 import shutil
 import subprocess
+from pathlib import Path
 
 import pytest
 import trustme
@@ -14,13 +15,22 @@ from kubeedge.testing import Mosquitto
 from sample_devices import device, model
 
 
-@pytest.fixture
-def secure_broker(tmp_path):
+def tls_listener(folder: Path) -> tuple[trustme.CA, str]:
+    """A CA and a server certificate for loopback in ``folder``; the Mosquitto lines that use them."""
     ca = trustme.CA()
     server = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca.cert_pem.write_to_path(str(folder / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(folder / "server.pem"))
+    server.private_key_pem.write_to_path(str(folder / "server.key"))
+    return (
+        ca,
+        f"cafile {folder / 'ca.pem'}\ncertfile {folder / 'server.pem'}\nkeyfile {folder / 'server.key'}\n",
+    )
+
+
+@pytest.fixture
+def secure_broker(tmp_path):
+    _, tls = tls_listener(tmp_path)
     passwd = tmp_path / "passwd"
     passwd.write_text("")
     subprocess.run(
@@ -33,12 +43,7 @@ def secure_broker(tmp_path):
         ],
         check=True,
     )
-    broker = Mosquitto(
-        extra=(
-            f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
-            f"password_file {passwd}\n"
-        )
-    ).start()
+    broker = Mosquitto(extra=tls + f"password_file {passwd}\n").start()
     yield broker, tmp_path / "ca.pem"
     broker.close()
 
@@ -84,20 +89,11 @@ async def test_wrong_password_and_untrusted_certificate_are_named(secure_broker)
 @pytest.fixture
 def mutual_tls_broker(tmp_path):
     """A broker that wants a client certificate from our CA and takes its CN as the user name."""
-    ca = trustme.CA()
-    server = ca.issue_cert("127.0.0.1", "localhost")
-    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
-    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
-    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    ca, tls = tls_listener(tmp_path)
     edge_cert = ca.issue_cert("edge-1", common_name="edge-1")
     edge_cert.cert_chain_pems[0].write_to_path(str(tmp_path / "edge.pem"))
     edge_cert.private_key_pem.write_to_path(str(tmp_path / "edge.key"))
-    broker = Mosquitto(
-        extra=(
-            f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
-            "require_certificate true\nuse_identity_as_username true\n"
-        )
-    ).start()
+    broker = Mosquitto(extra=tls + "require_certificate true\nuse_identity_as_username true\n").start()
     yield broker, tmp_path
     broker.close()
 

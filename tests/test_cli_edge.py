@@ -2,25 +2,14 @@
 
 import asyncio
 import json
-import os
-import sys
 from pathlib import Path
 
+from kubeedge_process import spawn, start_edge
 from sample_devices import device, model
-
-ENV = {**os.environ, "COLUMNS": "200", "PYTHONUNBUFFERED": "1"}
 
 
 async def kubeedge(*args: str, timeout: float = 30) -> tuple[int, str]:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kubeedge",
-        *args,
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=ENV,
-    )
+    process = await spawn(*args)
     try:
         output, _ = await asyncio.wait_for(process.communicate(), timeout)
     except TimeoutError:
@@ -134,20 +123,8 @@ async def test_edge_run_serves_devices_until_interrupted(tmp_path) -> None:
     config.write_text(
         f"node: edge-1\nbus:\n  listen: 127.0.0.1:{port}\ndataDir: data\nmanifests: manifests\nmappers:\n  virtual: {{}}\n"
     )
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kubeedge",
-        "edge",
-        "run",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=ENV,
-    )
+    process, line = await start_edge(config, timeout=20)
     try:
-        line = await asyncio.wait_for(process.stdout.readline(), 20)
         assert b"edge edge-1 running" in line
         for _ in range(100):
             code, out = await kubeedge("device", "get", "-c", str(config), "default/one")

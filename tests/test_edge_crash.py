@@ -6,9 +6,7 @@ The twin module answers an update on ``.../result`` only after the update is com
 
 import asyncio
 import json
-import os
 import signal
-import sys
 from pathlib import Path
 
 import yaml
@@ -16,28 +14,8 @@ import yaml
 from kubeedge.bus import BusClient, free_port
 from kubeedge.client import EdgeClient
 from kubeedge.testing import wait_for
+from kubeedge_process import start_edge
 from sample_devices import device, model
-
-ENV = {**os.environ, "PYTHONUNBUFFERED": "1"}
-
-
-async def start_edge(config: Path) -> asyncio.subprocess.Process:
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kubeedge",
-        "edge",
-        "run",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env=ENV,
-    )
-    assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), 30)
-    assert b"running" in line, line
-    return process
 
 
 def write_config(path: Path, port: int, mappers: str) -> None:
@@ -53,7 +31,7 @@ async def test_acknowledged_twins_survive_sigkill(tmp_path) -> None:
     port = free_port()
     config = tmp_path / "edge.yaml"
     write_config(config, port, "{virtual: {}}")
-    edge = await start_edge(config)
+    edge, _ = await start_edge(config)
     acknowledged: list[float] = []
     try:
         bus = BusClient(f"mqtt://127.0.0.1:{port}", client_id="crash-watcher")
@@ -81,7 +59,7 @@ async def test_acknowledged_twins_survive_sigkill(tmp_path) -> None:
 
     # Restart with no mapper: what the twins hold now is what was on disk.
     write_config(config, port, "{}")
-    edge = await start_edge(config)
+    edge, _ = await start_edge(config)
     try:
         bus = BusClient(f"mqtt://127.0.0.1:{port}", client_id="crash-checker")
         await bus.start()

@@ -1,11 +1,10 @@
 """The edge follows its manifest folder live, survives faults, and reconnects."""
 
 import asyncio
-import os
-import sys
 
 from kubeedge.testing import wait_for
 from kubeedge_mapper_virtual import SIMULATOR
+from kubeedge_process import spawn
 from sample_devices import device, model
 
 
@@ -167,19 +166,7 @@ async def test_a_mapper_in_its_own_process(edge, tmp_path) -> None:
     handle.write_manifest("a.yaml", model(), device("one"))
     config = tmp_path / "mapper.yaml"
     config.write_text(f"node: edge-1\nbus:\n  url: {handle.core.context.bus_url}\n")
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "kubeedge",
-        "mapper",
-        "run",
-        "virtual",
-        "-c",
-        str(config),
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-        env={**os.environ, "PYTHONUNBUFFERED": "1"},
-    )
+    process = await spawn("mapper", "run", "virtual", "-c", str(config))
     output = asyncio.create_task(process.stdout.read())
     try:
         await handle.wait_reported("default/one", "label", "hello", timeout=20)

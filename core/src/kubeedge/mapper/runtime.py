@@ -565,13 +565,12 @@ class MapperRuntime:
     async def _consume(self) -> None:
         """Apply assignment messages one after another, in arrival order."""
         while True:
-            message: AssignmentMessage | None = await self._inbox.get()
-            assert message is not None
+            message = await self._inbox.get()
             try:
                 await self._apply(message)
             except Exception:  # one bad message must not stop the mapper
                 log.exception("mapper %s: applying a %s assignment failed", self.protocol, message.kind)
-            message = None  # not kept alive (with every device it carried) until the next one
+            del message  # not kept alive (with every device it carried) until the next one
 
     def _hello(self) -> None:
         hello = MapperHello(
