@@ -1,6 +1,8 @@
 # Two entry points for a fresh machine with Python 3.11+ (see README.md):
 #   make demo   install into .venv and run the demo on the embedded defaults
-#   make test   install into .venv (with dev tools) and run linters, type checks and every test
+#   make test   install the system packages the tests need (when that needs no password, else say
+#               the one command to run), install into .venv (with dev tools), run linters, type
+#               checks and every test
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -8,7 +10,7 @@ BIN := $(VENV)/bin
 DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean
+.PHONY: demo test lint install system-deps bench clean
 
 $(STAMP): pyproject.toml core/pyproject.toml $(wildcard mappers/*/pyproject.toml plugins/*/pyproject.toml cloud/pyproject.toml)
 	$(PYTHON) -c 'import sys; sys.exit("Python 3.11+ is needed, found " + sys.version.split()[0]) if sys.version_info < (3, 11) else None'
@@ -28,8 +30,12 @@ lint: install
 	$(BIN)/mypy core/src
 	$(BIN)/lint-imports
 
-test: lint
-	hack/system-deps.sh --check
+# Before anything else, so a missing package stops the run before lint, with the command to run.
+system-deps:
+	PYTHON=$(PYTHON) hack/system-deps.sh
+
+test: system-deps
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
 clean:
