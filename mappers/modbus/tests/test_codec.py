@@ -142,8 +142,165 @@ def test_a_boolean_in_a_whole_register() -> None:
     assert decode(layout_, [1]) is True
 
 
-def test_a_limit_too_small_for_the_model_type_is_refused() -> None:
+def test_an_int_property_without_data_type_takes_its_size_from_limit() -> None:
     visitor = ModbusVisitor.model_validate({"register": "HoldingRegister", "offset": 0, "limit": 1})
-    with pytest.raises(ValueError, match="limit 1 is too small for float32"):
-        layout(visitor, "float")
     assert layout(visitor, "int").data_type == "int16"
+
+
+# --- KubeEdge's float and double: the limit picks the wire form
+
+
+def kubeedge(data_type: str | None, twin: str = "float", register: str = "HoldingRegister", **extra):
+    visitor = {"register": register, "offset": 0, **extra}
+    if data_type is not None:
+        visitor["dataType"] = data_type
+    return layout(ModbusVisitor.model_validate(visitor), twin)
+
+
+def test_the_temperature_sensor_demo_visitor_reads_one_register_times_scale() -> None:
+    # kubeedge/examples temperature-sensor-demo: 23.5 °C is stored as 235
+    where_ = kubeedge("float", limit=1, scale=0.1, isSwap=False, isRegisterSwap=False, max=100.0, min=1.0)
+    assert (where_.data_type, where_.count) == ("uint16", 1)
+    assert decode(where_, [235]) == 23.5
+    assert decode(where_, [0xFFFF]) == 6553.5  # unsigned, as KubeEdge's mapper reads it
+    assert encode(where_, 24.1) == [241]  # not 241.00000000000003 truncated to 240
+    assert encode(where_, 0.7) == [7]  # KubeEdge's mapper truncates 6.999... to 6
+    assert where_.note == (
+        "dataType float with limit 1 read as one unsigned 16-bit register x scale 0.1"
+        " (KubeEdge mapper-framework convention); use limit 2 for IEEE float32"
+    )
+
+
+def test_one_register_keeps_byte_order_and_value_offset() -> None:
+    swapped = kubeedge("float", limit=1, scale=0.1, isSwap=True, isRegisterSwap=True)
+    assert decode(swapped, [0xEB00]) == 23.5
+    assert encode(swapped, 23.5) == [0xEB00]
+    assert "bytes swapped (isSwap)" in swapped.note
+    offset = kubeedge("double", twin="double", limit=1, scale=0.5, valueOffset=-40)
+    assert decode(offset, [100]) == 10.0
+    assert encode(offset, 10.0) == [100]
+    assert "x scale 0.5 + valueOffset -40" in offset.note and "use limit 4 for IEEE float64" in offset.note
+
+
+@pytest.mark.parametrize(
+    ("data_type", "twin", "limit", "form", "count", "noted"),
+    [
+        ("float", "float", 1, "uint16", 1, True),
+        ("float", "float", 2, "float32", 2, False),
+        ("float", "float", 4, "float64", 4, True),
+        ("float", "float", None, "float32", 2, True),
+        ("double", "double", 1, "uint16", 1, True),
+        ("double", "double", 2, "float32", 2, True),
+        ("double", "double", 4, "float64", 4, False),
+        ("double", "double", None, "float64", 4, True),
+        # no dataType: the model type says float or double; without a limit, our default, unnoted
+        (None, "float", None, "float32", 2, False),
+        (None, "float", 1, "uint16", 1, True),
+        (None, "double", None, "float64", 4, False),
+        ("float32", "float", None, "float32", 2, False),
+        ("float64", "double", None, "float64", 4, False),
+        ("uint16", "float", None, "uint16", 1, False),
+    ],
+)
+def test_the_limit_picks_the_wire_form(data_type, twin, limit, form, count, noted) -> None:
+    extra = {} if limit is None else {"limit": limit}
+    where_ = kubeedge(data_type, twin=twin, **extra)
+    assert (where_.data_type, where_.count, where_.note is not None) == (form, count, noted)
+
+
+def test_float_without_limit_says_how_it_was_read() -> None:
+    assert kubeedge("float").note == (
+        "dataType float without limit read as IEEE float32 in 2 registers (kubeedge/mappers-go"
+        " convention); set limit: 1 to read one unsigned 16-bit register x scale (KubeEdge"
+        " mapper-framework convention), or limit: 2 to keep this reading"
+    )
+
+
+def test_a_limit_that_gives_float_no_form_is_refused() -> None:
+    with pytest.raises(
+        ValueError, match="limit 3 does not fit a DOUBLE property without dataType: limit 1 reads one"
+    ):
+        kubeedge(None, twin="double", limit=3)
+
+
+def test_an_explicit_type_is_not_reinterpreted() -> None:
+    with pytest.raises(ValueError, match="limit 1 is too small for dataType float32"):
+        kubeedge("float32", limit=1)
+    assert decode(kubeedge("int16", scale=0.1), [0xFFFF]) == -0.1  # int16 stays signed
+
+
+@pytest.mark.parametrize("register", ["CoilRegister", "DiscreteInputRegister"])
+def test_a_bit_as_a_kubeedge_float_is_0_or_1_times_scale(register: str) -> None:
+    where_ = kubeedge("float", register=register, limit=1, scale=0.5)
+    assert (where_.data_type, where_.count) == ("uint16", 1)
+    assert (decode(where_, [True]), decode(where_, [False])) == (0.5, 0.0)
+    assert "read as its bit (0 or 1) x scale 0.5" in where_.note
+    assert encode(where_, 0.5) is True
+    assert encode(where_, 0) is False
+    with pytest.raises(ValueError, match=rf"a {register} holds 0 or 1 \(false or true\), not 1.0 \(2 after"):
+        encode(where_, 1.0)
+
+
+def test_a_coil_as_a_kubeedge_int_is_0_or_1() -> None:
+    # the demo's temperature-switch: dataType int, limit 1, scale 1 on a coil
+    where_ = kubeedge("int", twin="int", register="CoilRegister", limit=1, scale=1)
+    assert where_.data_type == "bool" and where_.note is None
+    assert decode(where_, [True]) is True  # reported "1" for an INT property
+    assert (encode(where_, 1), encode(where_, 0), encode(where_, "true")) == (True, False, True)
+    with pytest.raises(ValueError, match="a CoilRegister holds 0 or 1"):
+        encode(where_, 2)  # would read back as 1, never as 2
+
+
+@pytest.mark.parametrize(
+    ("value", "words"),
+    [
+        (6553.6, r"6553.6 does not fit in uint16 \(0..65535\); 65536 after scale 0.1"),
+        (-0.1, r"-0.1 does not fit in uint16 \(0..65535\); -1 after scale 0.1"),
+        ("warm", "'warm' is not a number"),
+        (math.inf, "inf is not a number the device can hold"),
+    ],
+)
+def test_a_write_outside_one_unsigned_register_is_refused(value, words: str) -> None:
+    where_ = kubeedge("float", limit=1, scale=0.1)
+    assert encode(where_, 6553.5) == [65535]
+    assert encode(where_, 0) == [0]
+    with pytest.raises(ValueError, match=words):
+        encode(where_, value)
+
+
+def test_integers_scale_in_decimal() -> None:
+    assert decode(where("int16", scale=0.1), [3]) == 0.3  # not 0.30000000000000004
+    assert decode(where("uint16", scale=0.01), [2999]) == 29.99
+    assert encode(where("uint16", scale=0.01), 29.99) == [2999]
+
+
+def test_scale_0_means_unscaled_as_in_kubeedge() -> None:
+    # Go cannot tell `scale: 0` from no scale; KubeEdge's mappers read both as unscaled
+    assert decode(kubeedge("float", limit=1, scale=0), [235]) == 235
+    assert encode(kubeedge("float", limit=1, scale=0), 235) == [235]
+
+
+SCALES = st.sampled_from([0.1, 0.01, 0.001, 0.5, 2.0, 10.0, -0.1, 0.25, 1.0]) | st.floats(
+    min_value=1e-4, max_value=1e4
+)
+
+
+@given(raw=st.integers(0, 0xFFFF), scale=SCALES, swap=st.booleans())
+def test_one_register_times_scale_round_trips(raw: int, scale: float, swap: bool) -> None:
+    where_ = kubeedge("float", limit=1, scale=scale, isSwap=swap)
+    assert encode(where_, decode(where_, _from(raw, swap))) == _from(raw, swap)
+
+
+@given(data=st.data(), scale=SCALES)
+def test_a_written_value_reads_back_to_the_nearest_step(data, scale: float) -> None:
+    where_ = kubeedge("float", limit=1, scale=scale)
+    low, high = sorted((0.0, 65535 * scale))
+    value = data.draw(st.floats(min_value=low, max_value=high))
+    (word,) = encode(where_, value)
+    assert 0 <= word <= 0xFFFF
+    assert abs(decode(where_, [word]) - value) <= abs(scale) / 2 * (1 + 1e-9)
+
+
+def _from(raw: int, swap: bool) -> list[int]:
+    """The register that holds ``raw`` (bytes swapped when the visitor says isSwap)."""
+    return [((raw & 0xFF) << 8) | (raw >> 8)] if swap else [raw]

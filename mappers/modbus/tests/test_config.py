@@ -47,7 +47,40 @@ def test_kubeedge_style_visitor() -> None:
             "min": 1.0,
         }
     )
-    assert (visitor.data_type, visitor.register_type, visitor.max) == ("float32", "HoldingRegister", 100.0)
+    # KubeEdge's `float` is kept as written: its wire form depends on limit (the codec's layout)
+    assert (visitor.data_type, visitor.register_type, visitor.max) == ("float", "HoldingRegister", 100.0)
+
+
+def test_the_temperature_sensor_demo_visitors() -> None:
+    # kubeedge/examples temperature-sensor-demo: a float in one register, an int on a coil
+    temperature = ModbusVisitor.model_validate(
+        {
+            "dataType": "float",
+            "register": "HoldingRegister",
+            "offset": 0,
+            "limit": 1,
+            "scale": 0.1,
+            "isSwap": False,
+            "isRegisterSwap": False,
+            "max": 100.0,
+            "min": 1.0,
+        }
+    )
+    assert (temperature.data_type, temperature.limit, temperature.scale) == ("float", 1, 0.1)
+    switch = ModbusVisitor.model_validate(
+        {
+            "dataType": "int",
+            "register": "CoilRegister",
+            "offset": 0,
+            "limit": 1,
+            "scale": 1,
+            "isSwap": False,
+            "isRegisterSwap": False,
+        }
+    )
+    assert (switch.data_type, switch.register_type) == (None, "CoilRegister")
+    coil_float = ModbusVisitor.model_validate({"register": "CoilRegister", "offset": 0, "dataType": "double"})
+    assert coil_float.data_type == "double"
 
 
 @pytest.mark.parametrize("data_bits", [5, 6, 7, 8])
@@ -115,6 +148,23 @@ def test_bad_protocol_config(data: dict, field: str, words: str) -> None:
             "Extra inputs are not permitted",
         ),
         ({"register": "HoldingRegister", "offset": 0, "scale": "x"}, "scale", "valid number"),
+        ({"register": "HoldingRegister", "offset": 0, "scale": "nan"}, "scale", "finite number"),
+        ({"register": "HoldingRegister", "offset": 0, "valueOffset": "inf"}, "valueOffset", "finite number"),
+        (
+            {"register": "HoldingRegister", "offset": 0, "dataType": "double", "limit": 3},
+            "",
+            "limit 3 does not fit dataType double: limit 1 reads one unsigned 16-bit register x scale",
+        ),
+        (
+            {"register": "HoldingRegister", "offset": 0, "dataType": "float", "limit": 5},
+            "",
+            "2 an IEEE float32, 4 an IEEE float64",
+        ),
+        (
+            {"register": "HoldingRegister", "offset": 0, "dataType": "float32", "limit": 1},
+            "",
+            "limit 1 is too small for dataType float32",
+        ),
     ],
 )
 def test_bad_visitor(data: dict, field: str, words: str) -> None:

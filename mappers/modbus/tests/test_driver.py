@@ -5,12 +5,13 @@ own promises are checked request by request, which the edge's polling would blur
 """
 
 import asyncio
+import logging
 import os
 import termios
 
 import pytest
 
-from kubeedge import Device, DeviceModel, DeviceUnreachable, Property
+from kubeedge import Device, DeviceError, DeviceModel, DeviceUnreachable, Property
 from kubeedge_mapper_modbus.config import ModbusConfig, ModbusVisitor
 from kubeedge_mapper_modbus.driver import LINKS, ModbusDriver
 from kubeedge_mapper_modbus.simulator import ModbusSimulator
@@ -169,3 +170,122 @@ async def test_a_read_cancelled_as_its_answer_arrives_ends_cancelled(server, con
     assert reading.cancel()
     with pytest.raises(asyncio.CancelledError):
         await reading
+
+
+# kubeedge/examples temperature-sensor-demo, its visitors as written there
+TEMPERATURE = Property(
+    "temperature",
+    "float",
+    ModbusVisitor.model_validate(
+        {
+            "dataType": "float",
+            "register": "HoldingRegister",
+            "offset": 0,
+            "limit": 1,
+            "scale": 0.1,
+            "isSwap": False,
+            "isRegisterSwap": False,
+            "max": 100.0,
+            "min": 1.0,
+        }
+    ),
+)
+SWITCH = Property(
+    "temperature-switch",
+    "int",
+    ModbusVisitor.model_validate(
+        {
+            "dataType": "int",
+            "register": "CoilRegister",
+            "offset": 0,
+            "limit": 1,
+            "scale": 1,
+            "isSwap": False,
+            "isRegisterSwap": False,
+        }
+    ),
+)
+
+
+async def test_kubeedge_float_in_one_register_is_read_and_written_times_scale(server, connect) -> None:
+    await server.set(1, "HoldingRegister", 0, [235])
+    driver = await connect(tcp(server, 1))
+    assert await driver.read(TEMPERATURE) == 23.5
+    await driver.write(TEMPERATURE, 24.1)
+    assert await server.get(1, "HoldingRegister", 0, 1) == [241]
+    assert await driver.read(TEMPERATURE) == 24.1
+    assert server.requests[(1, "ReadHoldingRegistersRequest")] == 2  # one register each time
+
+
+async def test_a_value_beyond_one_unsigned_register_is_refused_naming_the_property(server, connect) -> None:
+    setpoint = Property(
+        "setpoint",
+        "float",
+        ModbusVisitor.model_validate(
+            {"dataType": "float", "register": "HoldingRegister", "offset": 3, "limit": 1, "scale": 0.1}
+        ),
+    )
+    await server.set(1, "HoldingRegister", 3, [200])
+    driver = await connect(tcp(server, 1))
+    for value, words in (
+        (7000.0, "7000.0 does not fit in uint16 (0..65535); 70000 after scale 0.1"),
+        (-5.0, "-5.0 does not fit in uint16 (0..65535); -50 after scale 0.1"),
+    ):
+        with pytest.raises(DeviceError) as info:
+            await driver.write(setpoint, value)
+        assert str(info.value) == (
+            f"property setpoint: cannot write {value!r} to HoldingRegister 3 as uint16: {words}"
+        )
+    assert not any("Write" in name for _, name in server.requests)  # refused before the wire
+    assert await server.get(1, "HoldingRegister", 3, 1) == [200]
+
+
+async def test_a_kubeedge_int_coil_reads_and_writes_0_or_1(server, connect) -> None:
+    driver = await connect(tcp(server, 1))
+    await driver.write(SWITCH, 1)
+    assert (await server.get(1, "CoilRegister", 0, 1))[0] is True
+    assert await driver.read(SWITCH) is True  # the runtime reports it as "1" for an INT property
+    await driver.write(SWITCH, 0)
+    assert await driver.read(SWITCH) is False
+    with pytest.raises(DeviceError, match=r"property temperature-switch: .* a CoilRegister holds 0 or 1"):
+        await driver.write(SWITCH, 2)
+    assert (await server.get(1, "CoilRegister", 0, 1))[0] is False
+
+
+async def test_how_an_ambiguous_float_is_read_is_logged_once_per_device_and_property(
+    server, connect, caplog
+) -> None:
+    await server.set(1, "HoldingRegister", 0, [235])
+    unlimited = Property(
+        "energy",
+        "float",
+        ModbusVisitor.model_validate({"dataType": "float", "register": "HoldingRegister", "offset": 4}),
+    )
+    device = Device.model_validate({"metadata": {"name": "thermo", "namespace": "plant"}})
+    model = DeviceModel.model_validate({"metadata": {"name": "thermo", "namespace": "plant"}})
+    config = ModbusConfig.model_validate(tcp(server, 1))
+    with caplog.at_level(logging.INFO, logger="kubeedge_mapper_modbus.driver"):
+        for _ in range(3):  # the runtime makes a new driver at every (re)connection
+            driver = ModbusDriver(device, model, config, ModbusDriver.settings_model())
+            await driver.connect()
+            try:
+                await driver.read_many([TEMPERATURE, unlimited, VALUE])
+                await driver.read(TEMPERATURE)
+            finally:
+                await driver.close()
+    notes = [(r.levelno, r.getMessage()) for r in caplog.records]
+    assert notes == [
+        (
+            logging.INFO,
+            "device plant/thermo property temperature: dataType float with limit 1 read as one"
+            " unsigned 16-bit register x scale 0.1 (KubeEdge mapper-framework convention);"
+            " use limit 2 for IEEE float32",
+        ),
+        (
+            logging.WARNING,
+            "device plant/thermo property energy: dataType float without limit read as IEEE"
+            " float32 in 2 registers (kubeedge/mappers-go convention); set limit: 1 to read one"
+            " unsigned 16-bit register x scale (KubeEdge mapper-framework convention), or limit: 2"
+            " to keep this reading",
+        ),
+    ]

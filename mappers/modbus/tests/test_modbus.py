@@ -632,7 +632,7 @@ async def test_a_misconfigured_property_fails_alone_and_booleans_write_to_regist
         {
             "name": "short",
             "type": "FLOAT",
-            "visitor": {"register": "HoldingRegister", "offset": 0, "limit": 1},
+            "visitor": {"register": "HoldingRegister", "offset": 0, "limit": 3},
         },
         {"name": "ok", "type": "INT", "visitor": {"register": "HoldingRegister", "offset": 5}},
         {"name": "switch", "type": "BOOLEAN", "visitor": {"register": "HoldingRegister", "offset": 6}},
@@ -642,7 +642,8 @@ async def test_a_misconfigured_property_fails_alone_and_booleans_write_to_regist
     handle.write_manifest("plc.yaml", model(props), device("plc-1", props, tcp(server)))
     await handle.wait_reported("plant/plc-1", "ok", "42")
     await wait_for(
-        lambda: "limit 1 is too small for float32" in handle.error("plant/plc-1", "short"), what="limit error"
+        lambda: "limit 3 does not fit a FLOAT property" in handle.error("plant/plc-1", "short"),
+        what="limit error",
     )
     assert handle.state("plant/plc-1") == "online"
     client = await handle.client()

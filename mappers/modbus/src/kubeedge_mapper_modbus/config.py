@@ -22,13 +22,21 @@ DataType = Literal[
 ]
 VARIABLE_TYPES = ("string", "bytes")
 """Data types whose length is ``limit`` registers (one by default)."""
+KUBEEDGE_FLOATS = ("float", "double")
+"""KubeEdge's number names, kept as written: what they mean on the wire depends on ``limit``."""
+FLOAT_FORMS = {1: "uint16", 2: "float32", 4: "float64"}
+"""The wire form of ``float``/``double`` by ``limit``. KubeEdge has two conventions: its current
+mapper-framework Modbus mapper (and kubeedge/examples' temperature-sensor-demo) reads one
+unsigned 16-bit register and multiplies it by ``scale``; kubeedge/mappers-go reads IEEE 754
+float32 from 2 registers and float64 from 4. The limit tells them apart."""
+DEFAULT_FLOAT_LIMIT = {"float": 2, "double": 4}
+"""``float``/``double`` without a limit: IEEE float32 / float64 (mappers-go), as before."""
 
-# KubeEdge's dataType names, and short forms, mapped onto ours.
+# KubeEdge's dataType names, and short forms, mapped onto ours (float and double stay as
+# written: see FLOAT_FORMS).
 DATA_TYPE_ALIASES = {
     "int": None,  # int16, int32 or int64 by `limit`
     "integer": None,
-    "float": "float32",
-    "double": "float64",
     "boolean": "bool",
     "short": "int16",
     "ushort": "uint16",
@@ -134,9 +142,10 @@ class ModbusVisitor(_Config):
     data_type: str | None = None
     """int16, uint16, int32, uint32, int64, uint64, float32, float64, bool, string, bytes (the
     registers' raw bytes, a BYTES twin); KubeEdge's int, float, double, boolean and string are
-    accepted too."""
-    scale: float = 1.0
-    value_offset: float = 0.0
+    accepted too (float and double by ``limit``: :data:`FLOAT_FORMS`)."""
+    scale: float = Field(default=1.0, allow_inf_nan=False)
+    """reported = raw x scale + valueOffset; 0 means 1, as in KubeEdge's mappers (Go's unset value)."""
+    value_offset: float = Field(default=0.0, allow_inf_nan=False)
     """Added after scaling: reported = raw x scale + valueOffset."""
     is_swap: bool = False
     """Swap the two bytes of each register."""
@@ -158,6 +167,13 @@ class ModbusVisitor(_Config):
             return DATA_TYPE_ALIASES.get(lowered, lowered) if lowered in DATA_TYPE_ALIASES else lowered
         return value
 
+    @field_validator("scale")
+    @classmethod
+    def _scale(cls, value: float) -> float:
+        # KubeEdge's mappers cannot tell `scale: 0` from no scale (Go's zero value) and read both
+        # as unscaled; a manifest written for them means the same here.
+        return 1.0 if value == 0 else value
+
     @field_validator("encoding")
     @classmethod
     def _encoding(cls, value: str) -> str:
@@ -173,18 +189,22 @@ class ModbusVisitor(_Config):
             self.data_type is not None
             and self.data_type not in REGISTER_COUNT
             and self.data_type not in VARIABLE_TYPES
+            and self.data_type not in KUBEEDGE_FLOATS
         ):
-            allowed = ", ".join([*REGISTER_COUNT, *VARIABLE_TYPES])
+            allowed = ", ".join([*REGISTER_COUNT, *VARIABLE_TYPES, *KUBEEDGE_FLOATS])
             raise ValueError(f"dataType {self.data_type!r} is not one of {allowed}")
         if self.register_type in BIT_REGISTERS:
-            if self.data_type not in (None, "bool"):
+            if self.data_type not in (None, "bool", *KUBEEDGE_FLOATS):
                 raise ValueError(
-                    f"{self.register_type} holds bits: dataType must be bool, not {self.data_type}"
+                    f"{self.register_type} holds bits: dataType must be bool (or KubeEdge's int,"
+                    f" float, double), not {self.data_type}"
                 )
             if self.bit is not None:
                 raise ValueError(
                     f"bit applies to InputRegister and HoldingRegister, not {self.register_type}"
                 )
+        elif self.data_type in KUBEEDGE_FLOATS and self.limit is not None:
+            check_float_limit(self.data_type, self.limit)
         needed = REGISTER_COUNT.get(self.data_type or "", 1)
         if self.limit is not None and self.register_type not in BIT_REGISTERS and self.limit < needed:
             raise ValueError(
@@ -193,3 +213,14 @@ class ModbusVisitor(_Config):
         if self.max is not None and self.min is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
         return self
+
+
+def check_float_limit(name: str, limit: int, explicit: bool = True) -> None:
+    """``ValueError`` unless ``limit`` gives KubeEdge's ``float``/``double`` a wire form
+    (``explicit``: the visitor names the dataType, rather than the model's property type)."""
+    if limit not in FLOAT_FORMS:
+        what = f"dataType {name}" if explicit else f"a {name.upper()} property without dataType"
+        raise ValueError(
+            f"limit {limit} does not fit {what}: limit 1 reads one unsigned 16-bit register"
+            " x scale (KubeEdge mapper-framework), 2 an IEEE float32, 4 an IEEE float64"
+        )

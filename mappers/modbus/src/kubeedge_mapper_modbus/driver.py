@@ -120,6 +120,10 @@ class _Links:
 
 LINKS = _Links()
 
+_NOTED: set[tuple[str, str, str]] = set()
+"""(device, property, note) already logged: a note is logged once per device and property, not
+at every reconnection (the runtime makes a new driver for each)."""
+
 
 class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
     protocol = "modbus"
@@ -184,10 +188,24 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 cached = layout(prop.visitor, prop.type)
             except ValueError as exc:
                 cached = DeviceError(f"property {prop.name}: {exc}")
+            else:
+                self._log_note(prop, cached)
             self._layouts[prop.name] = cached
         if isinstance(cached, DeviceError):
             raise cached
         return cached
+
+    def _log_note(self, prop: Property[ModbusVisitor], where: Layout) -> None:
+        """Say once how an ambiguous manifest is read (KubeEdge's float with limit 1, or none)."""
+        if where.note is None:
+            return
+        noted = (self.device.key, prop.name, where.note)
+        if noted in _NOTED:
+            return
+        _NOTED.add(noted)
+        # without a limit the manifest did not say which convention it follows: worth a warning
+        level = logging.WARNING if prop.visitor.limit is None else logging.INFO
+        log.log(level, "device %s property %s: %s", self.device.key, prop.name, where.note)
 
     async def read_many(self, props: Sequence[Property[ModbusVisitor]]) -> list[Any]:
         results: dict[str, Any] = {}
@@ -317,7 +335,10 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
                 mask = 1 << prop.visitor.bit
                 data = [(current | mask) if value else (current & ~mask)]
         except ValueError as exc:
-            raise DeviceError(f"cannot write {value!r} as {where.data_type}: {exc}") from None
+            raise DeviceError(
+                f"property {prop.name}: cannot write {value!r} to {where.register} {where.offset}"
+                f" as {where.data_type}: {exc}"
+            ) from None
         unit = self.config.slave_id
 
         def request(client: Client) -> Awaitable[Any]:
