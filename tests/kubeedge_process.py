@@ -23,9 +23,15 @@ async def spawn(*args: str) -> asyncio.subprocess.Process:
 
 
 async def start_edge(config: Path, timeout: float = 30) -> tuple[asyncio.subprocess.Process, bytes]:
-    """``kubeedge edge run -c CONFIG``, once it has said it is running; its first line with it."""
+    """``kubeedge edge run -c CONFIG``, once it has said it is running; that line with it (log
+    lines before it are skipped)."""
     process = await spawn("edge", "run", "-c", str(config))
     assert process.stdout is not None
-    line = await asyncio.wait_for(process.stdout.readline(), timeout)
-    assert b"running" in line, line
-    return process, line
+    seen = b""
+    async with asyncio.timeout(timeout):
+        while True:
+            line = await process.stdout.readline()
+            seen += line
+            assert line, f"the edge exited before it said it was running:\n{seen.decode()}"
+            if b"running" in line:
+                return process, line

@@ -106,6 +106,27 @@ def format_value(type_name: str | None, value: Any) -> str:
     return str(value)
 
 
+def values_equal(type_name: str, a: str | None, b: str | None) -> bool:
+    """Whether two twin values mean the same (``21.5`` and ``21.50``; float as 32-bit)."""
+    if a == b:
+        return True
+    if a is None or b is None:
+        return False
+    try:
+        x, y = parse_value(type_name, a), parse_value(type_name, b)
+    except ValueError:
+        return False
+    if isinstance(x, float) and isinstance(y, float):
+        if math.isnan(x) and math.isnan(y):
+            return True
+        if type_name == "float":
+            try:
+                return bool(struct.pack("<f", x) == struct.pack("<f", y))
+            except OverflowError:
+                return False
+    return x == y
+
+
 def check_range(value: Value, minimum: str | None, maximum: str | None) -> None:
     """``ValueError`` if a numeric value lies outside the model's ``minimum``/``maximum``."""
     if isinstance(value, bool) or not isinstance(value, int | float):

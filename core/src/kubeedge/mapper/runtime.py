@@ -184,6 +184,8 @@ class DeviceWorker:
         self.name = plan.device.name
         self._update_topic = topics.device_topic(self.namespace, self.name, topics.TWIN_UPDATE)
         self.state: str | None = None
+        self.state_reason = ""
+        """Why the device is in its state (logged with every change of either)."""
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
         self._written: dict[str, str] = {}
@@ -243,7 +245,7 @@ class DeviceWorker:
             self._publish_twins(
                 {p.name: {"metadata": {"error": error}} for p in self.plan.device.spec.properties or []}
             )
-            self._set_state("unhealthy")
+            self._set_state("unhealthy", error)
             return
         for name, problem in self.plan.property_problems.items():
             log.error("device %s property %s cannot be served: %s", self.key, name, problem)
@@ -270,7 +272,7 @@ class DeviceWorker:
             self._written.clear()
             self._health_problem = None
             self._reads_failing = False
-            self._set_state("online")
+            self._set_state("online", "connected")
             self.runtime.request_twin(self)
             connected_at = asyncio.get_running_loop().time()
             try:
@@ -418,10 +420,7 @@ class DeviceWorker:
                     problem = "the health check says unhealthy"
                 else:
                     problem = f"the health check answered {answer!r} (expected online, unhealthy or offline)"
-            if problem != self._health_problem:
-                if problem is not None:
-                    log.info("device %s: %s", self.key, problem)
-                self._health_problem = problem
+            self._health_problem = problem  # logged with the state change it causes
             self._update_state()
             await asyncio.sleep(interval)
 
@@ -480,8 +479,7 @@ class DeviceWorker:
     def _offline(self, reason: str) -> None:
         """State offline, and the reason on every property's twin (so ``device get`` says why);
         the next good read of a property clears it."""
-        log.info("device %s: %s", self.key, reason)
-        self._set_state("offline")
+        self._set_state("offline", reason)
         message = f"device offline: {reason}"
         updates = {}
         for plan in self.plan.properties.values():
@@ -492,9 +490,21 @@ class DeviceWorker:
 
     def _update_state(self) -> None:
         """While connected: unhealthy if every polled property fails or the health check says so."""
-        self._set_state("unhealthy" if self._reads_failing or self._health_problem else "online")
+        if self._health_problem:
+            self._set_state("unhealthy", self._health_problem)
+        elif self._reads_failing:
+            first = next((p for p in self._polled if p.report.error), None)
+            why = f": {first.prop.name}: {first.report.error}" if first is not None else ""
+            self._set_state("unhealthy", "every polled property fails to read" + why)
+        else:
+            self._set_state("online", "healthy again" if self.state == "unhealthy" else self.state_reason)
 
-    def _set_state(self, state: str) -> None:
+    def _set_state(self, state: str, reason: str) -> None:
+        """Tell the edge about a new state; log a change of state or reason at info (a device
+        retried while offline for the same reason is logged once)."""
+        if (state, reason) != (self.state, self.state_reason):
+            log.info("device %s: %s -> %s: %s", self.key, self.state or "unknown", state, reason)
+            self.state_reason = reason
         if state == self.state:
             return
         self.state = state
@@ -582,6 +592,7 @@ class MapperRuntime:
         self.bus.publish(
             topics.mapper_topic(self.node, self.protocol, topics.MAPPER_HELLO), hello.to_json(), qos=1
         )
+        log.info("mapper %s: hello to edge node %s; waiting for its snapshot", self.protocol, self.node)
 
     def request_twin(self, worker: DeviceWorker) -> None:
         """Ask the edge for a device's twin, to write desired values that are still pending."""
@@ -626,10 +637,24 @@ class MapperRuntime:
             if message.part < message.parts:
                 return
             wanted, self._snapshot = self._snapshot, {}
-            for key in [k for k in self.workers if k not in wanted]:
-                await self._remove(key)
-            for device, model in wanted.values():
-                await self._upsert(device, model)
+            stopped = [k for k in self.workers if k not in wanted]
+            for key in stopped:
+                await self._remove(key, quiet=True)
+            started = [
+                key
+                for key, (device, model) in wanted.items()
+                if await self._upsert(device, model, quiet=True)
+            ]
+            log.info(
+                "mapper %s: snapshot from edge node %s: %d device(s); %d (re)started, %d stopped, "
+                "%d unchanged",
+                self.protocol,
+                self.node,
+                len(wanted),
+                len(started),
+                len(stopped),
+                len(wanted) - len(started),
+            )
             # The devices just set up live until the next snapshot: keep them out of the garbage
             # collector's full scans, which would otherwise delay readings by tens of ms.
             gc.collect()
@@ -656,24 +681,29 @@ class MapperRuntime:
             log.warning("mapper %s: assignment with an invalid device: %s", self.protocol, exc)
             return None
 
-    async def _upsert(self, device: Device, model: DeviceModel) -> None:
+    async def _upsert(self, device: Device, model: DeviceModel, quiet: bool = False) -> bool:
+        """Serve a device (again, if it changed); False if it is served unchanged already.
+        ``quiet``: per-device lines at debug (a snapshot logs one summary line)."""
         key = device.key
         mark = fingerprint(device, model)
         if self._fingerprints.get(key) == mark:
-            return  # only desired values or status changed: deltas handle those, no restart
-        await self._remove(key)
+            return False  # only desired values or status changed: deltas handle those, no restart
+        await self._remove(key, quiet=True)
         worker = DeviceWorker(self, plan_device(self.driver_cls, device, model))
         self.workers[key] = worker
         self._fingerprints[key] = mark
         worker.start()
-        log.info("mapper %s: serving %s", self.protocol, key)
+        log.log(logging.DEBUG if quiet else logging.INFO, "mapper %s: serving %s", self.protocol, key)
+        return True
 
-    async def _remove(self, key: str) -> None:
+    async def _remove(self, key: str, quiet: bool = False) -> None:
         worker = self.workers.pop(key, None)
         self._fingerprints.pop(key, None)
         if worker is not None:
             await worker.stop()
-            log.info("mapper %s: stopped serving %s", self.protocol, key)
+            log.log(
+                logging.DEBUG if quiet else logging.INFO, "mapper %s: stopped serving %s", self.protocol, key
+            )
 
     def _on_delta(self, topic: str, payload: bytes) -> None:
         worker = self._worker_for(topic)
