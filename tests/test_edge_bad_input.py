@@ -203,3 +203,178 @@ async def test_values_the_twin_could_not_store_or_echo_are_refused(wired) -> Non
     await handle.wait_reported("default/sensor-1", "label", "5")
     edge_client = await handle.client()
     assert (await edge_client.twin("default/sensor-1"))["label"]["actual"]["value"] == "5"
+
+
+# ------------------------------------------------------------------ hostile input (issue 19)
+
+
+async def canary(client: BusClient, results: list, event_id: str) -> dict:
+    """A twin/get of a known device, answered: the edge still serves."""
+    client.publish(update_topic(action=topics.TWIN_GET), json.dumps({"event_id": event_id}), qos=1)
+    answers = await wait_for(
+        lambda: [body for _, body in results if body.get("event_id") == event_id],
+        timeout=5,
+        what=f"the answer to {event_id}",
+    )
+    assert "code" not in answers[0], answers[0]
+    return answers[0]
+
+
+async def test_a_topic_whose_reply_would_not_fit_mqtt_is_refused_and_the_edge_keeps_serving(wired) -> None:
+    """Finding 1: the /result topic of a 65,533-byte topic is over MQTT's 65,535 bytes; publishing
+    it raised struct.error in the twin writer, which died silently, and nothing was answered after."""
+    handle, client, results = wired
+    long_topic = topics.device_topic("ns", "m" * 65_503, topics.TWIN_GET)
+    client.publish(long_topic, b'{"event_id":"long"}', qos=1)
+    (where, body), *_ = await answer(results)
+    assert where == "$ke/edge/edge-1/errors"
+    assert body["code"] == 400 and body["event_id"] == "long"
+    assert "longer than the 1024-byte limit (bus.maxTopicLength)" in body["reason"]
+    assert len(body["reason"]) < 400, "the topic is quoted, not echoed whole"
+    await canary(client, results, "after-long-topic")
+    client.publish(update_topic(), b'{"twin":{"temperature":{"actual":{"value":"26"}}}}', qos=1)
+    await handle.wait_reported("default/sensor-1", "temperature", "26")
+    await handle.twin.flush()  # raises if the writer is not running
+
+
+@pytest.mark.parametrize(
+    "action",
+    [topics.TWIN_GET, topics.TWIN_UPDATE, topics.STATE_UPDATE, "membership"],
+)
+async def test_deeply_nested_json_is_answered_with_the_senders_event_id(wired, action) -> None:
+    """Finding 2: 10,000 levels of nesting raised RecursionError in the event-id parser."""
+    handle, client, results = wired
+    client.subscribe("$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p))))
+    await asyncio.sleep(0.1)
+    payload = b'{"event_id":"deep","x":' + b"[" * 10_000 + b"]" * 10_000 + b"}"
+    topic = topics.node_topic("edge-1", topics.MEMBERSHIP_GET) if action == "membership" else update_topic(action=action)
+    client.publish(topic, payload, qos=1)
+    body = (await wait_for(lambda: [b for _, b in results if b.get("event_id") == "deep"], 5, what="answer"))[0]
+    if action in (topics.TWIN_UPDATE, topics.STATE_UPDATE):
+        assert body["code"] == 400
+        assert "nested deeper than the 200 levels" in body["reason"]
+    else:  # a request whose payload carries nothing but its id is answered
+        assert "code" not in body
+    await canary(client, results, "after-deep")
+
+
+async def test_a_lone_surrogate_in_the_event_id_gets_a_400(wired) -> None:
+    """Finding 3: orjson refused to encode the echoed event id (TypeError) and nothing was answered."""
+    handle, client, results = wired
+    client.publish(update_topic(), b'{"event_id":"\\udc00x","twin":{}}', qos=1)
+    (where, body), *_ = await answer(results)
+    assert where == update_topic() + "/result"
+    assert body["code"] == 400 and body["event_id"] == ""  # the id cannot be echoed: it is not text
+    assert "surrogate" in body["reason"]
+    client.publish(update_topic(action=topics.TWIN_GET), b'{"event_id":"\\udc00y"}', qos=1)
+    await answer(results, 2)
+    await canary(client, results, "after-surrogate")
+
+
+async def test_a_413_answer_carries_the_senders_event_id(wired) -> None:
+    """Finding 4: the id was looked for in the first 200 bytes, as JSON, which never parses."""
+    handle, client, results = wired
+    value = b"a" * 2_000_000
+    client.publish(update_topic(), b'{"event_id":"big-1","twin":{"x":{"actual":{"value":"' + value + b'"}}}}', qos=1)
+    (_, body), *_ = await answer(results)
+    assert body["code"] == 413 and body["event_id"] == "big-1"
+    assert "(bus.maxPayload)" in body["reason"]
+
+
+@pytest.fixture
+async def few_twins(edge, broker_url):
+    modules = {"standalone": {"debounceMs": 50, "rescanMs": 100}, "twin": {"maxOptionalTwins": 3}}
+    handle = await edge(bus_url=broker_url, mappers={}, modules=modules)
+    handle.write_manifest("sensor.yaml", model(), device())
+    await wait_for(lambda: "default/sensor-1" in handle.twin.devices, what="device known")
+    results: list[tuple[str, dict]] = []
+    client = BusClient(handle.core.context.bus_url)
+    await client.start()
+    client.subscribe("$hw/events/device/+/+/twin/+/result", lambda t, p: results.append((t, json.loads(p))))
+    await asyncio.sleep(0.1)
+    yield handle, client, results
+    await client.stop()
+
+
+def optional_twin(name: str, value: str = "1") -> bytes:
+    return json.dumps({"event_id": name, "twin": {name: {"actual": {"value": value}}}}).encode()
+
+
+async def test_optional_twins_per_device_are_bounded(few_twins) -> None:
+    """Finding 5: fuzzing left one device with 2,949 optional twins and a 16 MB twin/get answer."""
+    handle, client, results = few_twins
+    for name in ("o1", "o2", "o3"):
+        client.publish(update_topic(), optional_twin(name), qos=1)
+    await answer(results, 3)
+    assert all("code" not in body for _, body in results), results
+    client.publish(update_topic(), optional_twin("o4"), qos=1)
+    (_, body) = (await answer(results, 4))[3]
+    assert body["code"] == 413 and body["event_id"] == "o4"
+    assert body["reason"] == (
+        "device default/sensor-1: 1 new twin(s) would make 4 optional twins, more than the limit "
+        "of 3 per device (modules.twin.maxOptionalTwins)"
+    )
+    # existing optional twins are still updated, and deleting one makes room
+    client.publish(update_topic(), optional_twin("o1", "2"), qos=1)
+    await handle.wait_reported("default/sensor-1", "o1", "2")
+    client.publish(update_topic(), b'{"twin":{"o1":null}}', qos=1)
+    client.publish(update_topic(), optional_twin("o4"), qos=1)
+    await handle.wait_reported("default/sensor-1", "o4", "1")
+    # adding and deleting ever new names does not grow the device: tombstones are dropped
+    for i in range(12):
+        client.publish(update_topic(), optional_twin(f"n{i}"), qos=1)
+        client.publish(update_topic(), json.dumps({"twin": {f"n{i}": None}}), qos=1)
+    await canary(client, results, "after-churn")
+    twins = handle.twin.devices["default/sensor-1"].twins
+    assert len(twins) <= 3 + 3 + 4, sorted(twins)  # spec twins, optional ones, tombstones up to the limit
+
+
+async def test_a_sender_over_the_message_rate_is_told_and_others_are_served(edge, broker_url) -> None:
+    handle = await edge(bus_url=broker_url, mappers={}, bus={"maxMessageRate": 20})
+    handle.write_manifest("sensor.yaml", model(), device(), device("sensor-2"))
+    await wait_for(lambda: "default/sensor-2" in handle.twin.devices, what="devices known")
+    results: list[tuple[str, dict]] = []
+    client = BusClient(handle.core.context.bus_url)
+    await client.start()
+    client.subscribe("$hw/events/device/+/+/twin/+/result", lambda t, p: results.append((t, json.loads(p))))
+    await asyncio.sleep(0.1)
+    for i in range(200):  # a burst of 40 is let through; the rest, sent at once, is over
+        client.publish(update_topic(), json.dumps({"event_id": f"f{i}", "twin": {"label": {"actual": {"value": str(i)}}}}), qos=1)
+    limited = await wait_for(
+        lambda: [b for _, b in results if b.get("code") == 429], timeout=5, what="a 429 answer"
+    )
+    assert "default/sensor-1: more than 20 messages/s (bus.maxMessageRate)" in limited[0]["reason"]
+    assert handle.twin.stats.rate_limited > 0
+    client.publish(update_topic("sensor-2", action=topics.TWIN_GET), b'{"event_id":"other"}', qos=1)
+    await wait_for(lambda: [b for _, b in results if b.get("event_id") == "other"], 5, what="sensor-2 served")
+    await client.stop()
+
+
+async def test_rejections_are_logged_once_per_sender_and_reason(wired, caplog) -> None:
+    handle, client, results = wired
+    caplog.set_level("WARNING", logger="kubeedge.twin.module")
+    for _ in range(20):
+        client.publish(update_topic(), b"{not json", qos=1)
+    await answer(results, 20)
+    lines = [r for r in caplog.records if "refused (400)" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert lines[0].levelname == "WARNING"
+    assert "device default/sensor-1: payload is not valid JSON" in lines[0].getMessage()
+    handle.twin._rejections.flush()
+    summary = [r.getMessage() for r in caplog.records if "more like it" in r.getMessage()]
+    assert summary and "(and 19 more like it in the last 60s)" in summary[0]
+
+
+async def test_publishing_what_mqtt_cannot_carry_is_refused_without_raising(edge, caplog) -> None:
+    handle = await edge(mappers={})
+    bus = handle.bus
+    got: list[bytes] = []
+    bus.subscribe("$ke/edge/edge-1/test", lambda t, p: got.append(p))
+    await asyncio.sleep(0.1)
+    assert bus.publish("$ke/edge/edge-1/" + "x" * 70_000, b"{}") is False
+    assert bus.publish("$ke/edge/edge-1/+", b"{}", qos=1) is False
+    assert bus.publish("$ke/edge/edge-1/\udc00", b"{}") is False
+    assert bus.refused == 3
+    assert "more than MQTT's 65,535" in caplog.text
+    bus.publish("$ke/edge/edge-1/test", b"still connected")
+    await wait_for(lambda: got, what="a message after the refusals")

@@ -32,12 +32,18 @@ def test_remaining_length_boundaries(size: int) -> None:
 
 
 @given(
-    topic=st.text(min_size=1, max_size=60).filter(lambda t: "\x00" not in t),
+    topic=st.text(min_size=1, max_size=60).filter(lambda t: not {"\x00", "+", "#"} & set(t)),
     payload=st.binary(max_size=300),
     retain=st.booleans(),
 )
 def test_same_bytes_as_paho(topic: str, payload: bytes, retain: bool) -> None:
     assert _publish_packet(topic, payload, retain) == paho_packet(topic, payload, retain)
+
+
+@pytest.mark.parametrize("topic", ["a/+", "a/#", "a\x00b", "", "\udc00", "x" * 65_536])
+def test_topics_mqtt_cannot_carry_are_refused_by_name(topic: str) -> None:
+    with pytest.raises(ValueError, match="wildcard|more than MQTT's 65,535|surrogates"):
+        _publish_packet(topic, b"", False)
 
 
 def test_broker_urls() -> None:

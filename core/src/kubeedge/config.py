@@ -63,7 +63,15 @@ class BusConfig(_Config):
     cert_file: Path | None = None
     key_file: Path | None = None
     max_payload: int = Field(default=1024 * 1024, gt=0)
-    """Largest message (bytes) the edge accepts; larger ones get an error result."""
+    """Largest message (bytes) the edge accepts; larger ones get an error result (413)."""
+    max_topic_length: int = Field(default=1024, gt=0, le=65_535 - len("/result"))
+    """Longest topic (bytes) the edge answers on: longer ones get an error on
+    ``$ke/edge/{node}/errors`` (an answer goes to the topic plus ``/result``, which must fit MQTT's
+    65,535 bytes; KubeEdge's longest legal device topic is about 360 bytes)."""
+    max_message_rate: float = Field(default=2000, gt=0)
+    """Messages per second the edge takes on one device's topics (a burst of twice as many is
+    let through); messages for devices it does not serve share one such budget, and node
+    topics another. Over it, messages are dropped and counted (one 429 answer per second)."""
 
     @field_validator("listen")
     @classmethod

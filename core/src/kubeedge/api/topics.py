@@ -39,6 +39,11 @@ EDGE_ERRORS = "errors"
 MAPPER_HELLO = "hello"
 MAPPER_ASSIGNMENTS = "assignments"
 
+MQTT_TOPIC_LIMIT = 65_535
+"""Bytes an MQTT topic can have (its length is a 16-bit field)."""
+REPLY_SUFFIX = "/result"
+"""The longest suffix the edge adds to a topic it was sent on, to answer on."""
+
 INBOUND_DEVICE_ACTIONS = frozenset({TWIN_UPDATE, TWIN_GET, TWIN_CLOUD_UPDATED, STATE_UPDATE})
 # The subscriptions the edge core's twin module makes (KubeEdge's SubTopics, device part).
 EDGE_SUBSCRIPTIONS = (
@@ -81,16 +86,33 @@ class NodeTopic:
     action: str
 
 
-def parse_topic(topic: str) -> DeviceTopic | NodeTopic:
-    """Split a bus topic into its parts; :class:`WireError` (400) names what is wrong with it."""
+def parse_topic(
+    topic: str, max_length: int = MQTT_TOPIC_LIMIT - len(REPLY_SUFFIX)
+) -> DeviceTopic | NodeTopic:
+    """Split a bus topic into its parts; :class:`WireError` (400) names what is wrong with it.
+
+    A topic longer than ``max_length`` bytes is refused first: the edge answers on the topic
+    plus :data:`REPLY_SUFFIX`, which must still fit MQTT's 16-bit topic length.
+    """
+    size = len(topic) if topic.isascii() else len(topic.encode("utf-8", "surrogatepass"))
+    if size > max_length:
+        limit = f"the {max_length}-byte limit (bus.maxTopicLength)"
+        raise WireError(f"topic {quote(topic)} is {size} bytes, longer than {limit}")
     if topic.startswith(DEVICE_PREFIX):
         parts = topic[len(DEVICE_PREFIX) :].split("/")
         if len(parts) < 3 or not parts[0] or not parts[1]:
-            raise WireError(f"topic {topic!r} is not {DEVICE_PREFIX}{{namespace}}/{{name}}/{{action}}")
+            raise WireError(f"topic {quote(topic)} is not {DEVICE_PREFIX}{{namespace}}/{{name}}/{{action}}")
         return DeviceTopic(parts[0], parts[1], "/".join(parts[2:]))
     if topic.startswith(NODE_PREFIX):
         parts = topic[len(NODE_PREFIX) :].split("/")
         if len(parts) < 2 or not parts[0]:
-            raise WireError(f"topic {topic!r} is not {NODE_PREFIX}{{node}}/{{action}}")
+            raise WireError(f"topic {quote(topic)} is not {NODE_PREFIX}{{node}}/{{action}}")
         return NodeTopic(parts[0], "/".join(parts[1:]))
-    raise WireError(f"topic {topic!r} is not a device or node topic")
+    raise WireError(f"topic {quote(topic)} is not a device or node topic")
+
+
+def quote(text: str, limit: int = 100) -> str:
+    """``repr(text)``, cut to its first ``limit`` characters (an error never echoes a whole topic)."""
+    if len(text) <= limit:
+        return repr(text)
+    return f"{text[:limit]!r}... ({len(text)} characters)"

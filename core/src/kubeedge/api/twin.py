@@ -13,11 +13,13 @@ from __future__ import annotations
 
 import json
 import math
+import re
 import time
 import uuid
 from types import NoneType
 from typing import Annotated, Any
 
+import orjson
 from pydantic import (
     AliasChoices,
     BaseModel,
@@ -224,6 +226,11 @@ DEVICE_STATES = frozenset({"online", "offline", "ok", "unknown", "unhealthy"})
 """States the edge core accepts (compared lower-cased), as KubeEdge's."""
 
 
+MAX_JSON_DEPTH = 200
+"""Nesting depth past which a payload is refused (pydantic-core's JSON parser stops there, a fixed
+limit; no recursive parser ever reads bus input). Our messages nest 6 levels at most."""
+
+
 def parse(model: type[Any], payload: bytes | str) -> Any:
     """Parse a bus payload into ``model``; a :class:`WireError` (code 400) says what is wrong."""
     try:
@@ -232,11 +239,37 @@ def parse(model: type[Any], payload: bytes | str) -> Any:
         raise WireError(_describe(exc)) from None
 
 
+EVENT_ID_SCAN = 64 * 1024
+"""How much of a payload :func:`find_event_id` looks at (the event id comes first in practice)."""
+_EVENT_ID = re.compile(rb'"event_id"\s*:\s*("[^"\\\x00-\x1f]{0,1024}(?:\\.[^"\\\x00-\x1f]{0,1024}){0,64}")')
+
+
+def find_event_id(payload: bytes) -> str:
+    """The sender's ``event_id`` in a payload that could not be parsed, or ``""``.
+
+    A bounded scan, never a parse: a regular expression over the first :data:`EVENT_ID_SCAN` bytes
+    finds the first ``"event_id": "..."`` string, so a payload that is too large, nested too deep
+    or not JSON at all still gets its error answered with the sender's id. An id that is not
+    valid text (a lone surrogate escape) cannot be echoed and gives ``""``.
+    """
+    match = _EVENT_ID.search(payload, 0, EVENT_ID_SCAN)
+    if match is None:
+        return ""
+    try:
+        event_id = orjson.loads(match.group(1))
+    except orjson.JSONDecodeError:
+        return ""
+    return event_id if isinstance(event_id, str) else ""
+
+
 def _describe(exc: ValidationError) -> str:
     parts = []
     for error in exc.errors()[:5]:
         where = ".".join(str(p) for p in error["loc"]) or "payload"
-        if error["type"] == "json_invalid":
+        if error["type"] == "json_invalid" and "recursion limit" in str(error["ctx"].get("error", "")):
+            # pydantic-core's JSON parser stops at a fixed depth instead of recursing on.
+            parts.append(f"payload is nested deeper than the {MAX_JSON_DEPTH} levels JSON may have here")
+        elif error["type"] == "json_invalid":
             parts.append(f"payload is not valid JSON: {error['ctx'].get('error', error['msg'])}")
         elif error["type"] == "missing":
             parts.append(f"key {where} does not exist")

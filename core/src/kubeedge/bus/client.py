@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import re
 import socket
 import ssl
 import struct
@@ -29,6 +30,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 from kubeedge.backoff import backoff_delay
 from kubeedge.config import BusConfig
 from kubeedge.errors import ConfigError
+from kubeedge.ratelimit import ThrottledLog
 
 log = logging.getLogger(__name__)
 
@@ -193,6 +195,9 @@ class BusClient:
         self._held: list[tuple[str, bytes | str, int, bool]] = []
         self.dropped = 0
         """QoS 1+ messages dropped because more than HELD_LIMIT waited for a connection."""
+        self.refused = 0
+        """Messages not published because MQTT cannot carry them (see :meth:`publish`)."""
+        self._refusals = ThrottledLog(log, level=logging.ERROR)
         self._refused_is_final = False
         self._stopping = False
         self._runner: asyncio.Task[None] | None = None
@@ -320,8 +325,19 @@ class BusClient:
         self._connect_hooks.append(hook)
 
     def publish(self, topic: str, payload: bytes | str, qos: int = 0, retain: bool = False) -> bool:
-        """Queue a message; never blocks. QoS 0 while disconnected is dropped (returns False);
-        QoS 1 and 2 are kept (the newest :data:`HELD_LIMIT`) and sent once connected."""
+        """Queue a message; never blocks, never raises. QoS 0 while disconnected is dropped
+        (returns False); QoS 1 and 2 are kept (the newest :data:`HELD_LIMIT`) and sent once
+        connected. A message MQTT cannot carry (a topic over 65,535 bytes or with a wildcard or
+        NUL in it, text that is not UTF-8, a packet over 256 MiB) is refused: False, and an
+        error in the log that names it (one line per reason and minute)."""
+        try:
+            data = payload.encode() if isinstance(payload, str) else payload
+            topic_field = _topic_field(topic)
+            if len(topic_field) + len(data) > MQTT_MAX_PACKET:
+                raise ValueError(f"{len(data)} bytes of payload do not fit an MQTT packet")
+        except ValueError as exc:  # UnicodeEncodeError included
+            self._refuse(topic, exc)
+            return False
         if qos > 0 and not self.connected:
             # Held here, not handed to paho: paho would send it as soon as a socket exists,
             # which can be before CONNECT (a protocol error the broker closes the connection for).
@@ -334,11 +350,20 @@ class BusClient:
             # The hot path: paho builds a tracking object with a threading.Condition for every
             # publish, a third of the edge's time at full load. A QoS 0 PUBLISH needs no
             # tracking: encode it here and queue it behind paho's other packets, in order.
-            data = payload.encode() if isinstance(payload, str) else payload
-            self._client._packet_queue(mqtt.PUBLISH, _publish_packet(topic, data, retain), 0, 0, _UNTRACKED)
+            packet = _packet(topic_field, data, retain)
+            self._client._packet_queue(mqtt.PUBLISH, packet, 0, 0, _UNTRACKED)
             return True
-        info = self._client.publish(topic, payload, qos, retain)
+        try:
+            info = self._client.publish(topic, data, qos, retain)
+        except ValueError as exc:  # what paho refuses beyond the checks above
+            self._refuse(topic, exc)
+            return False
         return info.rc == mqtt.MQTT_ERR_SUCCESS
+
+    def _refuse(self, topic: str, exc: ValueError) -> None:
+        self.refused += 1
+        kind = (type(exc).__name__, re.sub(r"\d+", "N", str(exc))[:60])  # numbers vary, reasons do not
+        self._refusals.log(kind, f"bus {self.client_id}: not published to {_quote(topic)}: {exc}")
 
     # ----------------------------------------------------------------- connection loop
 
@@ -536,15 +561,31 @@ def _queued(data: bytes, sent: int) -> Any:
     }
 
 
+MQTT_MAX_PACKET = 268_435_455
+"""The largest remaining length an MQTT packet can state (four bytes of varint)."""
+
+
 @functools.lru_cache(maxsize=4096)
 def _topic_field(topic: str) -> bytes:
-    encoded = topic.encode()
+    """A topic as a PUBLISH carries it (16-bit length, UTF-8); ValueError if MQTT forbids it."""
+    encoded = topic.encode()  # UnicodeEncodeError (a ValueError) for a lone surrogate
+    if len(encoded) > 65_535:
+        raise ValueError(f"the topic is {len(encoded)} bytes, more than MQTT's 65,535")
+    if not encoded or "+" in topic or "#" in topic or "\0" in topic:
+        raise ValueError("a topic to publish to must not be empty or hold a wildcard (+, #) or NUL")
     return struct.pack("!H", len(encoded)) + encoded
+
+
+def _quote(topic: str) -> str:
+    return repr(topic) if len(topic) <= 100 else f"{topic[:100]!r}... ({len(topic)} characters)"
 
 
 def _publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:
     """An MQTT 3.1.1 QoS 0 PUBLISH packet (fixed header, topic, payload)."""
-    body = _topic_field(topic)
+    return _packet(_topic_field(topic), payload, retain)
+
+
+def _packet(body: bytes, payload: bytes, retain: bool) -> bytes:
     remaining = len(body) + len(payload)
     header = bytearray((0x31 if retain else 0x30,))
     while True:

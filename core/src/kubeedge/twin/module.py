@@ -19,7 +19,6 @@ database thread), and results, documents and deltas are published only after the
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import re
 import time
@@ -36,9 +35,11 @@ from kubeedge.api import topics
 from kubeedge.api.topics import DeviceTopic, NodeTopic
 from kubeedge.api.twin import (
     DEVICE_STATES,
+    BaseMessage,
     DeviceStateUpdate,
     MsgTwin,
     TwinUpdate,
+    find_event_id,
     new_event_id,
     now_ms,
     parse,
@@ -46,6 +47,7 @@ from kubeedge.api.twin import (
 from kubeedge.api.values import check_range, normalize_type, parse_value, twin_type
 from kubeedge.errors import WireError
 from kubeedge.module import EdgeContext, EdgeModule
+from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge.registry import ServedDevice
 from kubeedge.twin.store import Batch, DeviceRecord, TwinRecord, TwinStore
 
@@ -53,6 +55,11 @@ log = logging.getLogger(__name__)
 
 TWIN_NAME = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,128}$")
 _RESERVED_METADATA = ("type", "error")
+_UNKNOWN_DEVICES = "(devices this edge does not serve)"
+_NODE_TOPICS = "(node topics)"
+_BAD_TOPICS = "(topics it cannot parse)"
+"""Rate-limit and log keys of senders the edge cannot tell apart: a sender must not be able to
+make new keys (and memory) by making up device names."""
 
 
 class TwinSettings(BaseModel):
@@ -62,6 +69,8 @@ class TwinSettings(BaseModel):
     """File name of the twin database inside the edge's data folder."""
     latency_samples: int = Field(default=10_000, alias="latencySamples", ge=0)
     """How many recent read-to-commit latencies are kept for metrics and benchmarks."""
+    max_optional_twins: int = Field(default=256, alias="maxOptionalTwins", ge=0)
+    """Optional twins (added by a mapper, not in the device spec) a device may have."""
 
 
 @dataclass
@@ -75,6 +84,8 @@ class TwinStats:
     commits: int = 0
     write_failures: int = 0
     persisted_rows: int = 0
+    rate_limited: int = 0
+    """Messages dropped because their sender was over ``bus.maxMessageRate``."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
@@ -102,6 +113,12 @@ class TwinModule(EdgeModule):
         self.node = context.node
         self.bus = context.bus
         self.max_payload = context.config.bus.max_payload
+        self.max_topic_length = context.config.bus.max_topic_length
+        self.max_optional_twins = settings.max_optional_twins
+        self._rate = TokenBuckets(context.config.bus.max_message_rate)
+        self._rate_answered: dict[str, int] = {}
+        """Sender -> the second (monotonic) in which it last got a 429: one answer per second."""
+        self._rejections = ThrottledLog(log)
         self.store = TwinStore(context.config.data_dir / settings.database)
         self.devices: dict[str, DeviceRecord] = {}
         self.stats = TwinStats(latencies_ms=deque(maxlen=settings.latency_samples or None))
@@ -165,27 +182,53 @@ class TwinModule(EdgeModule):
             return
         self.stats.messages += 1
         try:
-            where = topics.parse_topic(topic)
+            where = topics.parse_topic(topic, self.max_topic_length)
         except WireError as exc:
-            self._error_to(topics.edge_topic(self.node, topics.EDGE_ERRORS), "", 400, exc.reason)
+            errors = topics.edge_topic(self.node, topics.EDGE_ERRORS)
+            if self._within_rate(_BAD_TOPICS, errors, payload):
+                self._error_to(errors, find_event_id(payload), 400, exc.reason)
             return
         try:
             if isinstance(where, DeviceTopic):
                 self._device_message(where, payload)
             elif isinstance(where, NodeTopic) and where.action == topics.MEMBERSHIP_GET:
-                self._membership_get(where, payload)
+                result_topic = topics.node_topic(self.node, topics.MEMBERSHIP_GET_RESULT)
+                if self._within_rate(_NODE_TOPICS, result_topic, payload):
+                    self._membership_get(where, payload)
         except Exception:  # a bug must cost one message, not the module
-            log.exception("twin: failed on a message to %s", topic)
+            log.exception("twin: failed on a message to %s", topics.quote(topic))
             self.stats.errors += 1
+
+    def _within_rate(self, sender: str, result_topic: str, payload: bytes) -> bool:
+        """Whether ``sender`` is within ``bus.maxMessageRate``; if not, the message is dropped
+        and counted, and the first one in each second is answered with 429."""
+        if self._rate.allow(sender):
+            return True
+        self.stats.rate_limited += 1
+        second = int(time.monotonic())
+        if self._rate_answered.get(sender) != second:
+            if len(self._rate_answered) > 10_000:
+                self._rate_answered.clear()
+            self._rate_answered[sender] = second
+            self._error_to(
+                result_topic,
+                find_event_id(payload),
+                429,
+                f"{sender}: more than {self._rate.rate:g} messages/s (bus.maxMessageRate); messages "
+                "over the limit are dropped, one answer per second says so",
+            )
+        return False
 
     def _device_message(self, where: DeviceTopic, payload: bytes) -> None:
         action = where.action
         result_topic = topics.device_topic(where.namespace, where.name, action + "/result")
+        key = where.device_key
+        if not self._within_rate(key if key in self.devices else _UNKNOWN_DEVICES, result_topic, payload):
+            return
         if len(payload) > self.max_payload:
-            reason = f"message of {len(payload)} bytes exceeds the {self.max_payload}-byte limit"
-            self._error_to(
-                result_topic, _event_id(payload[:200]), 413, f"device {where.device_key}: {reason}"
-            )
+            limit = f"the {self.max_payload}-byte limit (bus.maxPayload)"
+            reason = f"device {key}: message of {len(payload)} bytes exceeds {limit}"
+            self._error_to(result_topic, find_event_id(payload), 413, reason)
             return
         if action == topics.TWIN_UPDATE:
             self._twin_update(where, payload, result_topic)
@@ -211,7 +254,7 @@ class TwinModule(EdgeModule):
         try:
             message = parse(model, payload)
         except WireError as exc:
-            self._error_to(result_topic, _event_id(payload), 400, f"device {key}: {exc.reason}")
+            self._error_to(result_topic, find_event_id(payload), 400, f"device {key}: {exc.reason}")
             return None
         device = self.devices.get(key)
         if device is None:
@@ -219,7 +262,43 @@ class TwinModule(EdgeModule):
                 result_topic, message.event_id, 404, f"device {key} does not exist on node {self.node}"
             )
             return None
+        if isinstance(message, TwinUpdate) and not self._room_for_new_twins(device, message, result_topic):
+            return None
         return message, device
+
+    def _room_for_new_twins(self, device: DeviceRecord, message: TwinUpdate, result_topic: str) -> bool:
+        """Whether the optional twins an update adds fit ``maxOptionalTwins``; else a 413 answer.
+
+        Deleted twins are kept as tombstones; once there are more of them than the limit they
+        are dropped, so adding and deleting new names cannot grow the device either.
+        """
+        twins = device.twins
+        new = 0
+        for name, twin in message.twin.items():
+            if twin is not None:
+                record = twins.get(name)
+                if record is None or record.deleted:
+                    new += 1
+        if not new:
+            return True
+        optional = sum(1 for r in twins.values() if r.optional and not r.deleted)
+        limit = self.max_optional_twins
+        if optional + new > limit:
+            self._error_to(
+                result_topic,
+                message.event_id,
+                413,
+                f"device {device.id}: {new} new twin(s) would make {optional + new} optional twins, more "
+                f"than the limit of {limit} per device (modules.twin.maxOptionalTwins)",
+            )
+            return False
+        tombstones = [name for name, r in twins.items() if r.deleted]
+        if len(tombstones) > limit:
+            for name in tombstones:
+                del twins[name]
+                self._pending.deleted_twins.add((device.id, name))
+                self._pending.twins.discard((device.id, name))
+        return True
 
     def _twin_update(self, where: DeviceTopic, payload: bytes, result_topic: str) -> None:
         known = self._known_device(TwinUpdate, where, payload, result_topic)
@@ -510,13 +589,30 @@ class TwinModule(EdgeModule):
         """Queue a message for after the next commit. Results and documents go at QoS 0 (they
         answer or describe; a subscriber that misses one asks with twin/get); deltas and
         membership changes, which make mappers act, at QoS 1."""
-        self._pending.outputs.append((topic, orjson.dumps(body), qos))
+        try:
+            data = orjson.dumps(body)
+        except TypeError as exc:  # text that is not valid UTF-8 (a lone surrogate): a bug upstream
+            log.error("twin: cannot encode a message for %s: %s", topics.quote(topic), exc)
+            return
+        self._pending.outputs.append((topic, data, qos))
 
     def _error_to(self, topic: str, event_id: str, code: int, reason: str) -> None:
+        """Answer a refused message; logged at WARNING, one line per sender, code and minute."""
         self.stats.errors += 1
-        log.info("twin: %s %s", code, reason)
+        self._rejections.log((self._sender(topic), str(code)), f"twin: refused ({code}): {reason:.300}")
         self._emit(topic, {"event_id": event_id, "timestamp": now_ms(), "code": code, "reason": reason})
         self._wake.set()
+
+    def _sender(self, topic: str) -> str:
+        """Who a refused message came from, as far as the edge can tell: the device of its topic
+        when the edge serves it, else one of a few fixed classes (a bounded set of log keys)."""
+        if topic.startswith(topics.DEVICE_PREFIX):
+            namespace, _, rest = topic[len(topics.DEVICE_PREFIX) :].partition("/")
+            key = f"{namespace}/{rest.partition('/')[0]}"
+            return key if key in self.devices else _UNKNOWN_DEVICES
+        if topic.startswith(topics.NODE_PREFIX):
+            return _NODE_TOPICS
+        return _BAD_TOPICS
 
     def _take(self) -> tuple[_Pending, Batch]:
         added = [self.devices[k] for k in self._pending.added if k in self.devices]
@@ -595,7 +691,10 @@ class TwinModule(EdgeModule):
                 self.stats.commits += 1
                 self.stats.persisted_rows += len(batch.twins)
             for topic, payload, qos in pending.outputs:
-                self.bus.publish(topic, payload, qos=qos)
+                try:
+                    self.bus.publish(topic, payload, qos=qos)
+                except Exception:  # one message that cannot go out must not stop the writer
+                    log.exception("twin: publishing to %s failed", topics.quote(topic))
             if pending.stamps:
                 done = time.time() * 1000
                 self.stats.latencies_ms.extend(done - stamp for stamp in pending.stamps)
@@ -652,9 +751,10 @@ def _fits(type_name: str, value: str | None) -> str | None:
 
 
 def _event_id(payload: bytes) -> str:
+    """The ``event_id`` of a request whose other fields do not matter (twin/get, membership/get):
+    parsed when the payload is a valid message, else found by :func:`find_event_id`'s bounded scan
+    (never a recursive parse: deep nesting must not raise RecursionError)."""
     try:
-        body = json.loads(payload)
-    except (ValueError, UnicodeDecodeError):
-        return ""
-    event_id = body.get("event_id", "") if isinstance(body, dict) else ""
-    return event_id if isinstance(event_id, str) else ""
+        return str(parse(BaseMessage, payload).event_id)
+    except WireError:
+        return find_event_id(payload)
