@@ -163,7 +163,7 @@ def test_the_temperature_sensor_demo_visitor_reads_one_register_times_scale() ->
     assert (where_.data_type, where_.count) == ("uint16", 1)
     assert decode(where_, [235]) == 23.5
     assert decode(where_, [0xFFFF]) == 6553.5  # unsigned, as KubeEdge's mapper reads it
-    assert encode(where_, 24.1) == [241]  # not 241.00000000000003 truncated to 240
+    assert encode(where_, 24.1) == [241]
     assert encode(where_, 0.7) == [7]  # KubeEdge's mapper truncates 6.999... to 6
     assert where_.note == (
         "dataType float with limit 1 read as one unsigned 16-bit register x scale 0.1"

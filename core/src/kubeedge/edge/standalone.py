@@ -105,13 +105,28 @@ class StandaloneSource(EdgeModule):
             if checked.obj is not None:
                 objects.setdefault(checked.document.source, []).append(checked.obj)
         current: dict[str, list[Any]] = {}
+        first_problem: dict[str, str] = {}
+        for problem in [*read_problems, *report.all_problems]:
+            first_problem.setdefault(problem.source, str(problem))
+        kept: dict[str, str] = {}  # device key -> the problem of the file it was kept from
         for source in {*objects, *self._good, *bad_files}:
             if source in bad_files and source in self._good:
                 log.warning("standalone: %s has problems; keeping its last good version", source)
                 current[source] = self._good[source]
+                for obj in current[source]:
+                    if isinstance(obj, Device):
+                        kept[obj.key] = f"manifest kept at its last good version: {first_problem[source]}"
             elif source not in bad_files and source in objects:
                 current[source] = objects[source]
         self._good = current
+        # shown by `kubeedge device list`, not only logged
+        self.context.registry.report_problems(
+            kept,
+            [
+                str(p) + (" (its last good version is served)" if p.source in current else " (not loaded)")
+                for p in [*read_problems, *report.all_problems]
+            ],
+        )
         everything = [obj for objs in current.values() for obj in objs]
         self.context.registry.replace(
             [o for o in everything if isinstance(o, Device)],

@@ -10,7 +10,7 @@ unsigned 16-bit register x scale (limit 1, KubeEdge's mapper-framework Modbus ma
 discrete input as its bit), IEEE float32 (limit 2) or float64 (limit 4, kubeedge/mappers-go).
 Where a manifest leaves that open, the reading chosen is described in :attr:`Layout.note`.
 
-Integer registers are scaled in decimal (235 x 0.1 is 23.5, not 23.500000000000004), and a
+Integer registers are scaled in decimal (3 x 0.1 is 0.3, not 0.30000000000000004), and a
 written value is unscaled the same way and rounded to the nearest integer (halves to even).
 """
 
@@ -256,7 +256,7 @@ def _scaled(raw: int | float, visitor: ModbusVisitor) -> int | float:
 
 def _unscaled(value: Any, visitor: ModbusVisitor) -> int:
     """The integer a register must hold to read as ``value``: (value - valueOffset) / scale, in
-    decimal (24.1 / 0.1 is 241, not 241.00000000000003), rounded to the nearest (halves to even)."""
+    decimal (0.7 / 0.1 is 7, not 6.999999999999999), rounded to the nearest (halves to even)."""
     if isinstance(value, bool):
         value = int(value)
     if isinstance(value, int) and not _is_scaled(visitor):
