@@ -16,6 +16,7 @@ written value is unscaled the same way and rounded to the nearest integer (halve
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
 from dataclasses import dataclass
@@ -250,7 +251,7 @@ def _scaled(raw: int | float, visitor: ModbusVisitor) -> int | float:
     if not _is_scaled(visitor):
         return raw
     if isinstance(raw, int):
-        return float(Decimal(raw) * _decimal(visitor.scale) + _decimal(visitor.value_offset))
+        return float(Decimal(raw) * _setting(visitor.scale) + _setting(visitor.value_offset))
     return float(raw * visitor.scale + visitor.value_offset)
 
 
@@ -261,8 +262,14 @@ def _unscaled(value: Any, visitor: ModbusVisitor) -> int:
         value = int(value)
     if isinstance(value, int) and not _is_scaled(visitor):
         return value  # exact, however large (a uint64 does not fit a float)
-    exact = (_decimal(value) - _decimal(visitor.value_offset)) / _decimal(visitor.scale)
+    exact = (_decimal(value) - _setting(visitor.value_offset)) / _setting(visitor.scale)
     return round(exact)
+
+
+@functools.lru_cache(maxsize=1024)
+def _setting(number: float) -> Decimal:
+    """A scale or valueOffset as a decimal (cached: read at every reading of every property)."""
+    return Decimal(repr(number))
 
 
 def _decimal(value: Any) -> Decimal:
