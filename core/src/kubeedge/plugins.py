@@ -227,3 +227,24 @@ class PluginHost:
         """Call a ``kubeedge_register_*`` hook and flatten the lists it returns."""
         results: list[list[Any]] = getattr(self.pm.hook, hook)(**kwargs)
         return [item for result in results for item in (result or [])]
+
+
+def mapper_drivers(protocols: Collection[str]) -> dict[str, type[Driver[Any, Any]] | str]:
+    """The driver class of each installed mapper among ``protocols``, imported but never started
+    (``kubeedge validate`` runs its configData models); for each one without, the reason.
+
+    Each mapper is loaded by a host of its own, so one that fails to load never hides another.
+    """
+    installed = installed_plugins("mapper")
+    found: dict[str, type[Driver[Any, Any]] | str] = {}
+    for protocol in sorted(protocols):
+        if protocol not in installed:
+            found[protocol] = "mapper not installed"
+            continue
+        host = PluginHost()
+        try:
+            statuses = host.require("mapper", [protocol], origin="used by a device")
+            found[protocol] = host.drivers(statuses)[protocol]
+        except PluginError as exc:
+            found[protocol] = f"mapper could not be loaded ({exc})"
+    return found

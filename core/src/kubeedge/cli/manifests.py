@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import functools
 import json
 import sys
+from collections.abc import Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import click
 from rich.console import Console
@@ -12,8 +15,18 @@ from rich.markup import escape
 
 from kubeedge.api.crd import crds as crd_objects
 from kubeedge.api.crd import crds_yaml
-from kubeedge.api.manifests import parse_documents, read_documents
-from kubeedge.api.validation import Report, validate_documents
+from kubeedge.api.device import Device, DeviceModel
+from kubeedge.api.manifests import DEFAULT_LIMITS, PathPart, Problem, parse_documents, read_documents
+from kubeedge.api.validation import (
+    ConfigCheck,
+    Report,
+    Skipped,
+    check_config_data,
+    validate_documents,
+)
+
+if TYPE_CHECKING:
+    from kubeedge.driver import Driver
 
 
 @click.command()
@@ -40,34 +53,62 @@ def validate(paths: tuple[str, ...], output: str) -> None:
     Checks the schema (what kubectl apply would), the rules KubeEdge enforces (unique property
     names, DNS-1123 names, cycles >= 0, enum values) and the links between objects (the model
     exists, properties exist in it, visitors speak the device's protocol, desired values fit the
-    model's type and range). Every problem names file, line, document, object and field.
-    Exit status: 0 when everything is valid, 1 otherwise.
+    model's type and range). When a device's mapper is installed, its configData models run too,
+    as the mapper will run them; otherwise a line says which protocols were not checked.
+    Every problem names file, line, document, object and field. Input with no objects is an
+    error, as for kubectl apply. Files are read within limits (size, nesting, aliases, integer
+    digits; see the README). Exit status: 0 when everything is valid, 1 otherwise.
 
     \b
     Examples:
       kubeedge validate -f examples/
       kubectl get devices,devicemodels -A -o yaml | kubeedge validate -f -
     """
-    report = _validate(paths)
+    report, skipped = _validate(paths)
     if output == "json":
         click.echo(json.dumps([p.__dict__ for p in report.all_problems], indent=2))
+        for note in skipped:
+            click.echo(f"- {note}", err=True)
     else:
-        _print_report(report)
+        _print_report(report, skipped)
     sys.exit(0 if report.ok else 1)
 
 
-def _validate(paths: tuple[str, ...]) -> Report:
-    documents, problems = read_documents(Path(p) for p in paths if p != "-")
+def _validate(paths: tuple[str, ...]) -> tuple[Report, list[Skipped]]:
+    limits = DEFAULT_LIMITS
+    documents, problems = read_documents((Path(p) for p in paths if p != "-"), limits)
     if "-" in paths:
-        stdin_documents, stdin_problems = parse_documents("<stdin>", sys.stdin.read())
+        # One character more than the limit is enough to know the input is too big.
+        text = sys.stdin.read(limits.max_file_bytes + 1)
+        stdin_documents, stdin_problems = parse_documents("<stdin>", text, limits)
         documents += stdin_documents
         problems += stdin_problems
     report = validate_documents(documents)
     report.problems[:0] = problems
-    return report
+    if not documents and not problems:
+        report.problems.append(
+            Problem(", ".join(paths), "no objects found: the input is empty (kubectl apply refuses it too)")
+        )
+    protocols = {c.obj.protocol_name or "" for c in report.objects if c.valid and isinstance(c.obj, Device)}
+    from kubeedge.plugins import mapper_drivers  # imported when used: every command loads this module
+
+    checks: dict[str, ConfigCheck | str] = {}
+    for protocol, driver in mapper_drivers(protocols - {""}).items():
+        checks[protocol] = driver if isinstance(driver, str) else functools.partial(_plan, driver)
+    skipped = check_config_data(report, checks)
+    return report, skipped
 
 
-def _print_report(report: Report) -> None:
+def _plan(
+    driver: type[Driver[Any, Any]], device: Device, model: DeviceModel
+) -> Iterable[tuple[tuple[PathPart, ...], str]]:
+    """What the mapper refuses in a device's configData: the mapper's own planning step."""
+    from kubeedge.mapper.runtime import plan_device
+
+    return plan_device(driver, device, model).located
+
+
+def _print_report(report: Report, skipped: list[Skipped]) -> None:
     console = Console(highlight=False, soft_wrap=True)
     for problem in report.problems:
         console.print(f"[red]✗[/] {escape(str(problem))}")
@@ -83,6 +124,8 @@ def _print_report(report: Report) -> None:
             f"[dim]- {escape(ignored.document.source)}, document {ignored.document.index}: "
             f"{what}, skipped (not a Device or DeviceModel)[/]"
         )
+    for note in skipped:
+        console.print(f"[dim]- {escape(str(note))}[/]")
     valid = sum(1 for c in report.objects if c.valid)
     bad = len(report.objects) - valid
     problems = len(report.all_problems)

@@ -94,6 +94,8 @@ class DevicePlan:
     problems: list[str] = field(default_factory=list)
     """configData errors, each naming the field; the device is not served while there are any."""
     property_problems: dict[str, str] = field(default_factory=dict)
+    located: list[tuple[tuple[Any, ...], str]] = field(default_factory=list)
+    """Every problem above as (field path, message): what ``kubeedge validate`` reports."""
 
     @property
     def key(self) -> str:
@@ -116,13 +118,17 @@ def fingerprint(device: Device, model: DeviceModel) -> bytes:
 
 
 def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: DeviceModel) -> DevicePlan:
-    """Validate a device's configData against the driver's models; errors name the field."""
+    """Validate a device's configData against the driver's models; errors name the field.
+
+    ``device`` has its model's defaults merged in (:func:`~kubeedge.api.device.apply_model_defaults`).
+    ``kubeedge validate`` calls this too, so it refuses what the mapper would refuse, in the same words.
+    """
     plan = DevicePlan(device, model, None)
     config_data = (device.spec.protocol.config_data if device.spec.protocol else None) or {}
     try:
         plan.config = driver_cls.config_model.model_validate(config_data)
     except ValidationError as exc:
-        plan.problems += _problems(exc, ("spec", "protocol", "configData"))
+        plan.problems += _problems(exc, ("spec", "protocol", "configData"), plan.located)
     for i, spec_prop in enumerate(device.spec.properties or []):
         model_prop = model.property(spec_prop.name)
         kind = twin_type(model_prop.type if model_prop else None)
@@ -132,12 +138,14 @@ def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: Devic
             given = raw.pop(REPORT_KEY, None)
             policy = ReportPolicy.model_validate(given) if given else DEFAULT_POLICY
         except ValidationError as exc:
-            plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, (*where, REPORT_KEY)))
+            plan.property_problems[spec_prop.name] = "; ".join(
+                _problems(exc, (*where, REPORT_KEY), plan.located)
+            )
             continue
         try:
             visitor = driver_cls.visitor_model.model_validate(raw)
         except ValidationError as exc:
-            plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, where))
+            plan.property_problems[spec_prop.name] = "; ".join(_problems(exc, where, plan.located))
             continue
         collect = cycle_ms(spec_prop.collect_cycle)
         max_interval = policy.max_interval or max(cycle_ms(spec_prop.report_cycle), collect)
@@ -158,7 +166,10 @@ def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: Devic
     return plan
 
 
-def _problems(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
+def _problems(
+    exc: ValidationError, prefix: tuple[Any, ...], located: list[tuple[tuple[Any, ...], str]]
+) -> list[str]:
+    """Each error as ``path: message``; also appended to ``located`` as ``(path, message)``."""
     out = []
     for error in exc.errors():
         kind = error["type"]
@@ -169,6 +180,7 @@ def _problems(exc: ValidationError, prefix: tuple[Any, ...]) -> list[str]:
             if kind == "missing"
             else error["msg"]
         )
+        located.append(((*prefix, *error["loc"]), message))
         out.append(f"{format_path((*prefix, *error['loc']))}: {message}")
     return out
 
