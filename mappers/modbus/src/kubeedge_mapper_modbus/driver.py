@@ -203,8 +203,8 @@ class ModbusDriver(Driver[ModbusConfig, ModbusVisitor]):
         if noted in _NOTED:
             return
         _NOTED.add(noted)
-        # without a limit the manifest did not say which convention it follows: worth a warning
-        level = logging.WARNING if prop.visitor.limit is None else logging.INFO
+        # a register without a limit: the manifest did not say which convention it follows
+        level = logging.WARNING if prop.visitor.limit is None and not where.is_bits else logging.INFO
         log.log(level, "device %s property %s: %s", self.device.key, prop.name, where.note)
 
     async def read_many(self, props: Sequence[Property[ModbusVisitor]]) -> list[Any]:
