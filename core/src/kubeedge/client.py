@@ -13,6 +13,7 @@ from typing import Any
 
 from kubeedge.api import topics
 from kubeedge.api.twin import now_ms
+from kubeedge.api.values import normalize_type, values_equal
 from kubeedge.bus import BusClient
 from kubeedge.errors import KubeEdgeError
 
@@ -64,12 +65,18 @@ class EdgeClient:
         return answer
 
     async def devices(self) -> list[dict[str, Any]]:
-        answer = await self._request(
+        """The devices the edge serves (membership entries)."""
+        return list((await self.membership()).get("devices") or [])
+
+    async def membership(self, other_nodes: bool = False) -> dict[str, Any]:
+        """The whole ``membership/get`` answer: ``devices``, and our additions ``problems`` (the
+        device source's), ``other_nodes_count`` and, if asked, ``other_nodes`` (devices in the
+        manifests for other nodes)."""
+        return await self._request(
             topics.node_topic(self.node, topics.MEMBERSHIP_GET),
             topics.node_topic(self.node, topics.MEMBERSHIP_GET_RESULT),
-            {},
+            {"other_nodes": True} if other_nodes else {},
         )
-        return list(answer.get("devices") or [])
 
     async def twin(self, key: str) -> dict[str, Any]:
         namespace, name = split_key(key)
@@ -95,13 +102,21 @@ class EdgeClient:
         start = loop.time()
         while True:
             twin = (await self.twin(key)).get(prop) or {}
-            if ((twin.get("actual") or {}).get("value")) == value:
+            metadata = twin.get("metadata") or {}
+            reported = (twin.get("actual") or {}).get("value")
+            if values_equal(normalize_type(metadata.get("type")), reported, value):
                 return loop.time() - start
-            error = (twin.get("metadata") or {}).get("error")
+            error = metadata.get("error")
             if error and "write" in error:
                 raise EdgeRequestError(502, f"{key} {prop}: {error}")
             if loop.time() - start > timeout:
-                raise EdgeRequestError(504, f"{key} {prop} did not report {value!r} within {timeout:g}s")
+                now = f"it reports {reported!r}" if reported is not None else "it reported nothing"
+                raise EdgeRequestError(
+                    504,
+                    f"{key} {prop} did not report {value!r} within {timeout:g}s ({now}"
+                    + (f"; {error}" if error else "")
+                    + "); the edge keeps re-sending it with back-off",
+                )
             await asyncio.sleep(0.1)
 
 

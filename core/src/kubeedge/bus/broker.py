@@ -106,7 +106,9 @@ class EmbeddedBroker:
             "plugins": {"amqtt.plugins.authentication.AnonymousAuthPlugin": {"allow_anonymous": True}},
         }
         # amqtt logs every retried or late acknowledgement as a warning; keep its noise out
-        logging.getLogger("amqtt").setLevel(max(logging.ERROR, logging.getLogger("amqtt").level))
+        # (unless its level was set on purpose: `kubeedge -vv` asks for its debug output)
+        if logging.getLogger("amqtt").level == logging.NOTSET:
+            logging.getLogger("amqtt").setLevel(logging.ERROR)
         self._broker = _edge_broker_class()(config)
         try:
             await self._broker.start()

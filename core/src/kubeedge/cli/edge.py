@@ -20,7 +20,7 @@ from rich.table import Table
 from kubeedge.api import topics
 from kubeedge.api.assignment import EdgeStatus
 from kubeedge.bus import BusClient
-from kubeedge.client import EdgeClient
+from kubeedge.client import EdgeClient, EdgeRequestError
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.errors import KubeEdgeError
 from kubeedge.memory import trim_periodically
@@ -87,8 +87,10 @@ def edge_run(config_path: Path | None) -> None:
       mappers:
         virtual: {}
     """
+    from kubeedge.cli.main import service_logging
     from kubeedge.edge.core import EdgeCore
 
+    service_logging()
     config = _config(config_path)
     core = EdgeCore(config)
 
@@ -148,9 +150,11 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     NAME is the protocol (the mapper's entry point name). Its settings come from mappers.NAME
     in the edge configuration; the bus address from bus.url (or bus.listen when embedded).
     """
+    from kubeedge.cli.main import service_logging
     from kubeedge.edge.mappers import mapper_settings
     from kubeedge.mapper.runtime import MapperRuntime
 
+    service_logging()
     config = _config(config_path)
     host = PluginHost()
     try:
@@ -249,40 +253,113 @@ def output_option(func: Callable[..., Any]) -> Callable[..., Any]:
 @device.command("list")
 @config_option
 @output_option
-def device_list(config_path: Path | None, output: str) -> None:
-    """Devices, their state, protocol and twins."""
+@click.option(
+    "-A",
+    "--all",
+    "show_all",
+    is_flag=True,
+    help="Also the devices in the manifests that are for other nodes (greyed, not served here).",
+)
+def device_list(config_path: Path | None, output: str, show_all: bool) -> None:
+    """Devices, their state, protocol and twins.
+
+    NOTES points to the lines under the table: why a device's state is unknown (no mapper for
+    its protocol is enabled), or the problem of its manifest (kept at its last good version).
+    """
     config = _config(config_path)
 
-    async def fetch(client: EdgeClient) -> list[tuple[dict[str, Any], dict[str, Any]]]:
-        devices = await client.devices()
+    async def fetch(client: EdgeClient) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+        membership = await client.membership(other_nodes=show_all)
+        devices = list(membership.get("devices") or [])
         twins = await asyncio.gather(*(client.twin(d["id"]) for d in devices))
-        return list(zip(devices, twins, strict=True))
+        return membership, list(twins)
 
-    rows = _run(_with_edge(config, fetch))
+    membership, twins = _run(_with_edge(config, fetch))
+    rows = sorted(zip(membership.get("devices") or [], twins, strict=True), key=lambda r: r[0]["id"])
+    others = sorted(membership.get("other_nodes") or [], key=lambda d: d["id"])
     if output == "json":
-        click.echo(json.dumps([{"device": entry, "twin": twin} for entry, twin in rows], indent=2))
+        listed = [{"device": entry, "twin": twin} for entry, twin in rows]
+        listed += [{"device": _other_node_entry(other), "twin": {}} for other in others]
+        click.echo(json.dumps(listed, indent=2))
         return
     table = Table(box=None, header_style="bold")
-    for column in ("DEVICE", "PROTOCOL", "MODEL", "STATE", "LAST ONLINE", "PROPERTIES", "PENDING", "ERRORS"):
+    for column in (
+        "DEVICE",
+        "PROTOCOL",
+        "MODEL",
+        "STATE",
+        "LAST ONLINE",
+        "PROPERTIES",
+        "PENDING",
+        "ERRORS",
+        "NOTES",
+    ):
         table.add_column(column)
-    for entry, twin in sorted(rows, key=lambda r: r[0]["id"]):
-        attrs = {k: (v or {}).get("value", "") for k, v in (entry.get("attributes") or {}).items()}
+    notes: dict[str, int] = {}  # note text -> its number (devices with the same note share it)
+    for entry, twin in rows:
+        attrs = _attributes(entry)
         pending = sum(1 for t in twin.values() if _desired(t) and _desired(t) != _reported(t))
         errors = sum(1 for t in twin.values() if (t.get("metadata") or {}).get("error"))
+        marks = [
+            f"[{notes.setdefault(text, len(notes) + 1)}]"
+            for text in (attrs.get("stateReason"), attrs.get("problem"))
+            if text
+        ]
         table.add_row(
-            entry["id"],
-            attrs.get("protocol", ""),
-            attrs.get("model", ""),
+            escape(entry["id"]),
+            escape(attrs.get("protocol", "")),
+            escape(attrs.get("model", "")),
             _state(entry.get("state")),
             entry.get("last_online") or "-",
             str(len(twin)),
             str(pending) if pending else "-",
             f"[red]{errors}[/]" if errors else "-",
+            " ".join(marks),
         )
-    if rows:
+    for other in others:
+        table.add_row(
+            escape(other["id"]),
+            escape(other.get("protocol", "")),
+            escape(other.get("model", "")),
+            escape(f"other node: {other.get('node', '')}"),
+            *["-"] * 4,
+            "",
+            style="dim",
+        )
+    if rows or others:
         console.print(table)
     else:
         console.print(f"no devices on edge node {config.node}")
+    for text, number in notes.items():
+        console.print(f"[{number}] {text}", markup=False, highlight=False)
+    problems = membership.get("problems") or []
+    if problems:
+        console.print("[yellow]manifest problems[/] (also in the edge's log):")
+        for problem in problems:
+            console.print(f"  {escape(problem)}")
+    hidden = int(membership.get("other_nodes_count") or 0)
+    if hidden and not show_all:
+        console.print(
+            f"[dim]{hidden} device(s) in the manifests are for other nodes (device list --all shows them)[/]"
+        )
+
+
+def _attributes(entry: dict[str, Any]) -> dict[str, str]:
+    return {k: str((v or {}).get("value", "")) for k, v in (entry.get("attributes") or {}).items()}
+
+
+def _other_node_entry(other: dict[str, Any]) -> dict[str, Any]:
+    """A device for another node, shaped as a membership entry (for -o json)."""
+    return {
+        "id": other["id"],
+        "name": other["id"].rpartition("/")[2],
+        "state": f"other node: {other.get('node', '')}",
+        "attributes": {
+            "protocol": {"value": other.get("protocol", "")},
+            "model": {"value": other.get("model", "")},
+            "node": {"value": other.get("node", "")},
+        },
+    }
 
 
 @device.command("get")
@@ -297,8 +374,20 @@ def device_get(name: str, config_path: Path | None, output: str) -> None:
     config = _config(config_path)
 
     async def fetch(client: EdgeClient) -> tuple[dict[str, Any] | None, dict[str, Any]]:
-        twin = await client.twin(name)
         key = "/".join(_split(name))
+        try:
+            twin = await client.twin(name)
+        except EdgeRequestError as exc:
+            if exc.code != 404:
+                raise
+            membership = await client.membership(other_nodes=True)
+            other = next((d for d in membership.get("other_nodes") or [] if d["id"] == key), None)
+            if other is None:
+                raise
+            raise KubeEdgeError(
+                f"device {key} is for node {other['node']} (spec.nodeName), not served by edge node "
+                f"{config.node}"
+            ) from None
         devices = {d["id"]: d for d in await client.devices()}
         return devices.get(key), twin
 
@@ -311,6 +400,11 @@ def device_get(name: str, config_path: Path | None, output: str) -> None:
             f"[bold]{escape(entry['id'])}[/]  state {_state(entry.get('state'))}  "
             f"last online {entry.get('last_online') or '-'}"
         )
+        attrs = _attributes(entry)
+        if attrs.get("stateReason"):
+            console.print(f"  state reason: {escape(attrs['stateReason'])}")
+        if attrs.get("problem"):
+            console.print(f"  [yellow]problem:[/] {escape(attrs['problem'])}")
     table = Table(box=None, header_style="bold")
     for column in ("PROPERTY", "TYPE", "DESIRED", "REPORTED", "UPDATED", "ERROR"):
         table.add_column(column)

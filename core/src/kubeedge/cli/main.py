@@ -50,8 +50,15 @@ def _installed_cli_names() -> list[str]:
 
 @click.group(cls=KubeEdgeGroup, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(__version__, prog_name="kubeedge")
-@click.option("-v", "--verbose", count=True, help="More log output (-v info, -vv debug).")
-def cli(verbose: int) -> None:
+@click.option(
+    "-v",
+    "--verbose",
+    count=True,
+    help="More log output: -v one level more of kubeedge's own (info for commands, debug for "
+    "edge run and mapper run, which log at info by default) and libraries' info; -vv everything at debug.",
+)
+@click.pass_context
+def cli(ctx: click.Context, verbose: int) -> None:
     """Devices as Kubernetes resources, served at the edge by protocol mappers.
 
     \b
@@ -60,8 +67,54 @@ def cli(verbose: int) -> None:
       kubeedge validate -f manifests/     check Device/DeviceModel YAML offline
       kubeedge mapper list                installed protocol mappers
     """
-    level = logging.WARNING - 10 * verbose
-    logging.basicConfig(level=max(level, logging.DEBUG), format="%(levelname)s %(name)s: %(message)s")
+    ctx.meta[VERBOSE_KEY] = verbose
+    configure_logging(verbose)
+
+
+VERBOSE_KEY = "kubeedge.verbose"
+QUIET_LIBRARY_LOGGERS = ("transitions",)
+"""Loggers quiet (warnings only) up to -v: amqtt's state machine logs every client's every state
+change at info."""
+
+
+def configure_logging(verbose: int, service: bool = False) -> None:
+    """Log levels for kubeedge's loggers (and installed plugins'), and for every other library.
+
+    A service (``edge run``, ``mapper run``) logs what it does at info: device state changes with
+    their reason, mappers saying hello, snapshots, manifest problems, rejected messages. A one-shot
+    command logs warnings only. ``-v`` adds a level of ours and the libraries' info, ``-vv`` turns
+    everything to debug (amqtt's and its ``transitions`` state machine's too).
+    """
+    ours = (logging.INFO if service else logging.WARNING) - 10 * verbose
+    libraries = logging.WARNING - 10 * verbose
+    logging.basicConfig(format="%(levelname)s %(name)s: %(message)s")
+    logging.getLogger().setLevel(max(libraries, logging.DEBUG))
+    if ours != libraries:
+        for name in _our_logger_names():
+            logging.getLogger(name).setLevel(max(ours, logging.DEBUG))
+    for name in QUIET_LIBRARY_LOGGERS:
+        logging.getLogger(name).setLevel(logging.DEBUG if verbose >= 2 else logging.WARNING)
+    if verbose >= 2:
+        # the embedded broker otherwise keeps amqtt at errors (it logs late acknowledgements as warnings)
+        logging.getLogger("amqtt").setLevel(logging.DEBUG)
+
+
+def service_logging() -> None:
+    """Called by long-running commands: their own log lines at info (see :func:`configure_logging`)."""
+    ctx = click.get_current_context(silent=True)
+    verbose = int(ctx.meta.get(VERBOSE_KEY, 0)) if ctx is not None else 0
+    configure_logging(verbose, service=True)
+
+
+def _our_logger_names() -> list[str]:
+    """``kubeedge`` and the top-level packages of installed plugins (entry point metadata, no import)."""
+    from kubeedge.plugins import ENTRY_POINT_GROUPS, installed_plugins
+
+    names = {"kubeedge"}
+    for kind in ENTRY_POINT_GROUPS:
+        for entries in installed_plugins(kind).values():
+            names.update(entry.target.split(":")[0].split(".")[0] for entry in entries)
+    return sorted(names)
 
 
 def command_name() -> str:

@@ -83,6 +83,7 @@ class AssignmentPublisher:
             log.warning("assignments: unreadable hello on %s: %r", topic, payload[:100])
             return
         self.hellos[protocol] = hello
+        self.registry.mapper_said_hello(protocol)
         served = [s for s in self.registry if s.protocol == protocol]
         parts = max(1, -(-len(served) // SNAPSHOT_PART_SIZE))
         log.info(

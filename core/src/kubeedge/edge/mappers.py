@@ -51,7 +51,10 @@ class MappersModule(EdgeModule):
     async def start(self) -> None:
         config = self.context.config
         enabled = config.enabled_mappers()
+        registry = self.context.registry
+        registry.in_process = set(enabled)
         if not enabled:
+            registry.check_mappers()
             return
         host = self.context.host
         statuses = host.require("mapper", enabled)
@@ -80,7 +83,9 @@ class MappersModule(EdgeModule):
             )
             await runtime.start()
             self.runtimes[protocol] = runtime
-            log.info("mapper %s running in the edge process", protocol)
+            log.info("mapper %s started in the edge process", protocol)
+        # devices of other protocols wait for a `mapper run` process: said once per protocol
+        registry.check_mappers()
 
     async def stop(self) -> None:
         for runtime in self.runtimes.values():

@@ -48,7 +48,7 @@ from kubeedge.api.values import check_range, normalize_type, parse_value, twin_t
 from kubeedge.errors import WireError
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
-from kubeedge.registry import ServedDevice
+from kubeedge.registry import DeviceRegistry, ServedDevice
 from kubeedge.twin.store import Batch, DeviceRecord, TwinRecord, TwinStore
 
 log = logging.getLogger(__name__)
@@ -490,11 +490,21 @@ class TwinModule(EdgeModule):
     def _membership_get(self, where: NodeTopic, payload: bytes) -> None:
         if where.node != self.node:
             return
-        devices = [_membership_entry(d) for d in self.devices.values()]
-        self._emit(
-            topics.node_topic(self.node, topics.MEMBERSHIP_GET_RESULT),
-            {"event_id": _event_id(payload), "timestamp": now_ms(), "devices": devices},
-        )
+        registry = self.context.registry
+        devices = [_explained(_membership_entry(d), registry) for d in self.devices.values()]
+        body: dict[str, Any] = {"event_id": _event_id(payload), "timestamp": now_ms(), "devices": devices}
+        # Our additions (docs/wire.md; a KubeEdge client ignores them): why devices are not served
+        # as a user may expect, for `kubeedge device list`.
+        if registry.source_problems:
+            body["problems"] = registry.source_problems
+        if registry.other_nodes:
+            body["other_nodes_count"] = len(registry.other_nodes)
+            if _asks_other_nodes(payload):
+                body["other_nodes"] = [
+                    {"id": d.key, "node": d.node, "protocol": d.protocol, "model": d.model}
+                    for d in registry.other_nodes.values()
+                ]
+        self._emit(topics.node_topic(self.node, topics.MEMBERSHIP_GET_RESULT), body)
         self._wake.set()
 
     # ----------------------------------------------------------------- registry listener
@@ -733,6 +743,32 @@ def _membership_entry(record: DeviceRecord) -> dict[str, Any]:
     if record.attributes:
         entry["attributes"] = {k: {"value": v} for k, v in record.attributes.items()}
     return entry
+
+
+def _explained(entry: dict[str, Any], registry: DeviceRegistry) -> dict[str, Any]:
+    """A membership entry with why the device is not served as expected, as extra attributes:
+    ``stateReason`` (no mapper for its protocol: its state is then ``unknown``, whatever a mapper
+    said before) and ``problem`` (its manifest is kept at its last good version)."""
+    attributes = entry.setdefault("attributes", {})
+    protocol = (attributes.get("protocol") or {}).get("value", "")
+    reason = registry.unserved_reason(protocol)
+    if reason:
+        entry["state"] = "unknown"
+        attributes["stateReason"] = {"value": reason}
+    problem = registry.problems.get(entry["id"])
+    if problem:
+        attributes["problem"] = {"value": problem}
+    if not attributes:
+        del entry["attributes"]
+    return entry
+
+
+def _asks_other_nodes(payload: bytes) -> bool:
+    try:
+        body = orjson.loads(payload)  # not json.loads: deep nesting must not raise RecursionError
+    except orjson.JSONDecodeError:
+        return False
+    return isinstance(body, dict) and body.get("other_nodes") is True
 
 
 def _value_ts(metadata: Any, fallback: int) -> int:
