@@ -243,13 +243,21 @@ async def test_a_topic_whose_reply_would_not_fit_mqtt_is_refused_and_the_edge_ke
 )
 async def test_deeply_nested_json_is_answered_with_the_senders_event_id(wired, action) -> None:
     """Finding 2: 10,000 levels of nesting raised RecursionError in the event-id parser."""
-    handle, client, results = wired
-    client.subscribe("$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p))))
+    _handle, client, results = wired
+    client.subscribe(
+        "$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p)))
+    )
     await asyncio.sleep(0.1)
     payload = b'{"event_id":"deep","x":' + b"[" * 10_000 + b"]" * 10_000 + b"}"
-    topic = topics.node_topic("edge-1", topics.MEMBERSHIP_GET) if action == "membership" else update_topic(action=action)
+    topic = (
+        topics.node_topic("edge-1", topics.MEMBERSHIP_GET)
+        if action == "membership"
+        else update_topic(action=action)
+    )
     client.publish(topic, payload, qos=1)
-    body = (await wait_for(lambda: [b for _, b in results if b.get("event_id") == "deep"], 5, what="answer"))[0]
+    body = (await wait_for(lambda: [b for _, b in results if b.get("event_id") == "deep"], 5, what="answer"))[
+        0
+    ]
     if action in (topics.TWIN_UPDATE, topics.STATE_UPDATE):
         assert body["code"] == 400
         assert "nested deeper than the 200 levels" in body["reason"]
@@ -260,7 +268,7 @@ async def test_deeply_nested_json_is_answered_with_the_senders_event_id(wired, a
 
 async def test_a_lone_surrogate_in_the_event_id_gets_a_400(wired) -> None:
     """Finding 3: orjson refused to encode the echoed event id (TypeError) and nothing was answered."""
-    handle, client, results = wired
+    _handle, client, results = wired
     client.publish(update_topic(), b'{"event_id":"\\udc00x","twin":{}}', qos=1)
     (where, body), *_ = await answer(results)
     assert where == update_topic() + "/result"
@@ -273,9 +281,11 @@ async def test_a_lone_surrogate_in_the_event_id_gets_a_400(wired) -> None:
 
 async def test_a_413_answer_carries_the_senders_event_id(wired) -> None:
     """Finding 4: the id was looked for in the first 200 bytes, as JSON, which never parses."""
-    handle, client, results = wired
+    _handle, client, results = wired
     value = b"a" * 2_000_000
-    client.publish(update_topic(), b'{"event_id":"big-1","twin":{"x":{"actual":{"value":"' + value + b'"}}}}', qos=1)
+    client.publish(
+        update_topic(), b'{"event_id":"big-1","twin":{"x":{"actual":{"value":"' + value + b'"}}}}', qos=1
+    )
     (_, body), *_ = await answer(results)
     assert body["code"] == 413 and body["event_id"] == "big-1"
     assert "(bus.maxPayload)" in body["reason"]
@@ -339,7 +349,11 @@ async def test_a_sender_over_the_message_rate_is_told_and_others_are_served(edge
     client.subscribe("$hw/events/device/+/+/twin/+/result", lambda t, p: results.append((t, json.loads(p))))
     await asyncio.sleep(0.1)
     for i in range(200):  # a burst of 40 is let through; the rest, sent at once, is over
-        client.publish(update_topic(), json.dumps({"event_id": f"f{i}", "twin": {"label": {"actual": {"value": str(i)}}}}), qos=1)
+        client.publish(
+            update_topic(),
+            json.dumps({"event_id": f"f{i}", "twin": {"label": {"actual": {"value": str(i)}}}}),
+            qos=1,
+        )
     limited = await wait_for(
         lambda: [b for _, b in results if b.get("code") == 429], timeout=5, what="a 429 answer"
     )

@@ -18,6 +18,7 @@ from kubeedge.config import EdgeConfig
 from kubeedge.driver import NoSettings
 from kubeedge.plugins import PluginHost
 from kubeedge.registry import DeviceRegistry
+from kubeedge.supervisor import Supervisor
 
 
 @dataclass
@@ -31,6 +32,9 @@ class EdgeContext:
     registry: DeviceRegistry
     host: PluginHost
     modules: dict[str, EdgeModule] = field(default_factory=dict)
+    supervisor: Supervisor = field(default_factory=Supervisor)
+    """Start tasks that must live as long as the edge here (``supervisor.spawn``): a task that
+    fails is logged and restarted, and the edge's status reports it."""
 
     @property
     def node(self) -> str:

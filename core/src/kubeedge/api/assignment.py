@@ -31,6 +31,9 @@ class EdgeStatus(WireModel):
     timestamp: int = 0
     mappers: list[str] = Field(default_factory=list)
     """Protocols whose mapper runs inside the edge process (another one would serve twice)."""
+    problems: list[str] = Field(default_factory=list)
+    """What is wrong inside the edge (a task that failed and was restarted, or the reason it
+    stopped); empty when healthy. Our addition, for ``kubeedge edge status``."""
 
 
 class MapperHello(WireModel):

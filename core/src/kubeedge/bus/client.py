@@ -233,6 +233,11 @@ class BusClient:
     def connected(self) -> bool:
         return self._connected.is_set()
 
+    @property
+    def runner(self) -> asyncio.Task[None] | None:
+        """The task that keeps the connection (for a supervisor to watch)."""
+        return self._runner
+
     async def start(self, timeout: float | None = 10.0, refused_is_final: bool = False) -> None:
         """Connect (and keep reconnecting in the background); wait for the first connection.
 

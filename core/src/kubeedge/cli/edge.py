@@ -99,12 +99,66 @@ def edge_run(config_path: Path | None) -> None:
         await core.start()
         _print_started(core)
         try:
-            await stop.wait()
+            # A signal, or a task of the edge that failed beyond repair (its supervisor says why).
+            await _first(stop.wait(), core.failed.wait())
         finally:
             console.print("stopping ...")
             await core.stop()
+        if core.failure is not None:
+            raise KubeEdgeError(f"edge {config.node} stopped: {core.failure}")
 
     _run(main())
+
+
+async def _first(*waits: Awaitable[Any]) -> None:
+    tasks = [asyncio.ensure_future(w) for w in waits]
+    try:
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for task in tasks:
+            task.cancel()
+
+
+@edge.command("status")
+@config_option
+@click.option("-o", "--output", type=click.Choice(["table", "json"]), default="table", show_default=True)
+def edge_status(config_path: Path | None, output: str) -> None:
+    """The edge's health: online or offline, its instance, in-process mappers and problems.
+
+    Read from the edge's retained status message. Exit status 1 when the edge is offline or
+    reports a problem (a task that failed, or why it stopped), so a health check can call it.
+    """
+    config = _config(config_path)
+
+    async def fetch(client: EdgeClient) -> EdgeStatus | None:
+        got: asyncio.Future[EdgeStatus] = asyncio.get_running_loop().create_future()
+
+        def on_status(_topic: str, payload: bytes) -> None:
+            with contextlib.suppress(ValueError):
+                if not got.done():
+                    got.set_result(EdgeStatus.model_validate_json(payload))
+
+        client.bus.subscribe(topics.edge_topic(config.node, topics.EDGE_STATUS), on_status, qos=1)
+        try:
+            return await asyncio.wait_for(got, 2)  # retained: here at once if the edge ever ran
+        except TimeoutError:
+            return None
+
+    status = _run(_with_edge(config, fetch))
+    if status is None:
+        raise click.ClickException(f"edge node {config.node} has never said its status on this bus")
+    if output == "json":
+        click.echo(status.model_dump_json(indent=2))
+    else:
+        colour = "green" if status.state == "online" and not status.problems else "red"
+        console.print(f"edge {config.node} [{colour}]{status.state}[/]  instance {status.instance}")
+        console.print(f"  mappers   {', '.join(status.mappers) or 'none in process'}")
+        for problem in status.problems:
+            console.print(f"  [red]problem[/]   {escape(problem)}")
+        if not status.problems:
+            console.print("  problems  none")
+    if status.state != "online" or status.problems:
+        sys.exit(1)
 
 
 def stop_on_signals() -> asyncio.Event:

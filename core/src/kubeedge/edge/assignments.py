@@ -16,9 +16,17 @@ from kubeedge.registry import DeviceRegistry, ServedDevice
 log = logging.getLogger(__name__)
 
 
-def status_payload(state: str, instance: str, mappers: list[str] | None = None) -> bytes:
+def status_payload(
+    state: str, instance: str, mappers: list[str] | None = None, problems: list[str] | None = None
+) -> bytes:
     return EdgeStatus.model_validate(
-        {"state": state, "instance": instance, "timestamp": now_ms(), "mappers": mappers or []}
+        {
+            "state": state,
+            "instance": instance,
+            "timestamp": now_ms(),
+            "mappers": mappers or [],
+            "problems": problems or [],
+        }
     ).to_json()
 
 
@@ -35,6 +43,8 @@ class AssignmentPublisher:
         self.hellos: dict[str, MapperHello] = {}
         self.in_process: list[str] = []
         """Protocols served by mappers in the edge process (announced in the edge status)."""
+        self.problems: list[str] = []
+        """The edge's health problems (announced in the edge status; empty when healthy)."""
 
     def start(self) -> None:
         self.bus.subscribe(topics.mapper_topic(self.node, "+", topics.MAPPER_HELLO), self._on_hello, qos=1)
@@ -44,7 +54,8 @@ class AssignmentPublisher:
         self.registry.add_listener(self)
 
     def stop(self) -> None:
-        self.bus.publish(self.status_topic, status_payload("offline", self.instance), qos=1, retain=True)
+        payload = status_payload("offline", self.instance, problems=self.problems)
+        self.bus.publish(self.status_topic, payload, qos=1, retain=True)
 
     @property
     def status_topic(self) -> str:
@@ -52,7 +63,10 @@ class AssignmentPublisher:
 
     def announce(self) -> None:
         self.bus.publish(
-            self.status_topic, status_payload("online", self.instance, self.in_process), qos=1, retain=True
+            self.status_topic,
+            status_payload("online", self.instance, self.in_process, self.problems),
+            qos=1,
+            retain=True,
         )
 
     # ----------------------------------------------------------------- registry listener

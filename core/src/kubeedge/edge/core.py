@@ -20,6 +20,7 @@ from kubeedge.memory import trim_periodically
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.plugins import PluginHost
 from kubeedge.registry import DeviceRegistry
+from kubeedge.supervisor import Supervised, Supervisor
 
 log = logging.getLogger(__name__)
 
@@ -34,7 +35,14 @@ class EdgeCore:
         self.context: EdgeContext | None = None
         self.assignments: AssignmentPublisher | None = None
         self.modules: list[EdgeModule] = []
-        self._trimmer: asyncio.Task[None] | None = None
+        self._trimmer: Supervised | None = None
+        self.supervisor = Supervisor()
+        self.supervisor.on_fatal = self._fatal
+        self.supervisor.on_change = self._report_health
+        self.failed = asyncio.Event()
+        """Set when a task of the edge failed beyond repair; :attr:`failure` says why. Whoever
+        runs the edge stops it then (``kubeedge edge run`` exits with status 1)."""
+        self.failure: str | None = None
 
     def enabled_modules(self) -> list[str]:
         config = self.config
@@ -98,8 +106,10 @@ class EdgeCore:
             if self.broker is not None:
                 await self.broker.stop()
             raise
+        if bus.runner is not None:
+            self.supervisor.watch("bus", bus.runner)
         registry = DeviceRegistry(config.node)
-        self.context = EdgeContext(config, bus_url, bus, registry, self.host)
+        self.context = EdgeContext(config, bus_url, bus, registry, self.host, supervisor=self.supervisor)
         self.assignments = AssignmentPublisher(config.node, bus, registry, publisher_instance)
         self.assignments.start()
         try:
@@ -116,12 +126,13 @@ class EdgeCore:
             # of the garbage collector's full scans, which otherwise pause the loop for tens of ms.
             gc.collect()
             gc.freeze()
-            self._trimmer = asyncio.create_task(trim_periodically(), name="memory-trim")
+            self._trimmer = self.supervisor.spawn("memory-trim", trim_periodically)
         except BaseException:
             await self.stop()
             raise
 
     async def stop(self) -> None:
+        self.supervisor.stop(cancel=False)  # tasks that end from here on are stopping, not failing
         if self._trimmer is not None:
             self._trimmer.cancel()
             self._trimmer = None
@@ -139,6 +150,17 @@ class EdgeCore:
         if self.broker is not None:
             await self.broker.stop()
             self.broker = None
+        self.supervisor.stop()
+
+    def _fatal(self, reason: str) -> None:
+        self.failure = reason
+        self.failed.set()
+
+    def _report_health(self) -> None:
+        """Put the supervisor's problems into the edge's retained status (its health check)."""
+        if self.assignments is not None:
+            self.assignments.problems = self.supervisor.problems
+            self.assignments.announce()
 
     def module(self, name: str) -> Any:
         assert self.context is not None

@@ -49,6 +49,7 @@ from kubeedge.errors import WireError
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge.registry import DeviceRegistry, ServedDevice
+from kubeedge.supervisor import Supervised
 from kubeedge.twin.store import Batch, DeviceRecord, TwinRecord, TwinStore
 
 log = logging.getLogger(__name__)
@@ -126,8 +127,8 @@ class TwinModule(EdgeModule):
         self._wake = asyncio.Event()
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-db")
         self._checkpoints = ThreadPoolExecutor(max_workers=1, thread_name_prefix="twin-checkpoint")
-        self._checkpointer: asyncio.Task[None] | None = None
-        self._writer: asyncio.Task[None] | None = None
+        self._checkpointer: Supervised | None = None
+        self._writer: Supervised | None = None
         self._writing = False
         self._stopping = False
 
@@ -139,8 +140,9 @@ class TwinModule(EdgeModule):
         await loop.run_in_executor(self._db, self.store.open)
         self.devices = await loop.run_in_executor(self._db, self.store.load)
         log.info("twin: %d device(s) loaded from %s", len(self.devices), self.store.path)
-        self._writer = asyncio.create_task(self._write_loop(), name="twin-writer")
-        self._checkpointer = asyncio.create_task(self._checkpoint_loop(), name="twin-checkpoint")
+        supervise = self.context.supervisor.spawn  # a task that fails is logged and restarted
+        self._writer = supervise("twin-writer", self._run_writer)
+        self._checkpointer = supervise("twin-checkpoint", self._checkpoint_loop)
         for topic_filter in topics.EDGE_SUBSCRIPTIONS:
             self.bus.subscribe(topic_filter, self.on_message, qos=1)
         self.context.registry.add_listener(self)
@@ -673,6 +675,13 @@ class TwinModule(EdgeModule):
                 await loop.run_in_executor(self._checkpoints, self.store.checkpoint)
             except Exception:
                 log.warning("twin: checkpoint failed; retried in a second", exc_info=True)
+
+    async def _run_writer(self) -> None:
+        # Also after a restart by the supervisor: nothing is being written any more, and what is
+        # pending is looked at at once.
+        self._writing = False
+        self._wake.set()
+        await self._write_loop()
 
     async def _write_loop(self) -> None:
         loop = asyncio.get_running_loop()
