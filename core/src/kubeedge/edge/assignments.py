@@ -9,6 +9,7 @@ import orjson
 
 from kubeedge.api import topics
 from kubeedge.api.assignment import ASSIGNMENT_VERSION, SNAPSHOT_PART_SIZE, EdgeStatus, MapperHello
+from kubeedge.api.manifests import quote, text_of
 from kubeedge.api.twin import now_ms
 from kubeedge.bus import BusClient
 from kubeedge.registry import DeviceRegistry, ServedDevice
@@ -73,7 +74,9 @@ class AssignmentPublisher:
 
     def device_added(self, served: ServedDevice) -> None:
         if served.protocol in self.hellos:  # else its mapper gets it in the snapshot after hello
-            self._send(served.protocol, "upsert", [_assignment(served)])
+            assignment = _encoded(served)
+            if assignment is not None:
+                self._send(served.protocol, "upsert", [assignment])
 
     def device_updated(self, served: ServedDevice, previous: ServedDevice) -> None:
         if previous.protocol != served.protocol:
@@ -112,9 +115,9 @@ class AssignmentPublisher:
             # Built and sent a part at a time: a snapshot of thousands of devices is never
             # all in memory at once.
             chunk = served[part * SNAPSHOT_PART_SIZE : (part + 1) * SNAPSHOT_PART_SIZE]
-            self._send(
-                protocol, "snapshot", [_assignment(s, models) for s in chunk], part=part + 1, parts=parts
-            )
+            # A device that cannot be encoded is left out (and named); the others are sent.
+            encoded = [a for a in (_encoded(s, models) for s in chunk) if a is not None]
+            self._send(protocol, "snapshot", encoded, part=part + 1, parts=parts)
 
     def _send(
         self,
@@ -140,6 +143,24 @@ class AssignmentPublisher:
         )
         payload = head[:-1] + b',"devices":[' + b",".join(devices or []) + b"]}"
         self.bus.publish(topics.mapper_topic(self.node, protocol, topics.MAPPER_ASSIGNMENTS), payload, qos=1)
+
+
+def _encoded(served: ServedDevice, models: dict[str, bytes] | None = None) -> bytes | None:
+    """:func:`_assignment`, or None (logged with the device's name) if its data cannot be JSON.
+
+    Manifests cannot carry such data (the reader refuses recursive aliases and non-JSON tags), but
+    a source in Python can; one such device must never cost the other devices their snapshot.
+    """
+    try:
+        return _assignment(served, models)
+    except (ValueError, TypeError, RecursionError) as exc:
+        log.error(
+            "assignments: device %s (protocol %s) cannot be sent to its mapper and is left out: %s",
+            served.key,
+            quote(served.protocol),
+            text_of(str(exc), 200),
+        )
+        return None
 
 
 def _assignment(served: ServedDevice, models: dict[str, bytes] | None = None) -> bytes:
