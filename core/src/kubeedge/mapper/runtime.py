@@ -43,7 +43,7 @@ from kubeedge.api.assignment import Assignment, AssignmentMessage, EdgeStatus, M
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.api.manifests import format_path
 from kubeedge.api.twin import now_ms
-from kubeedge.api.values import check_range, format_value, parse_value, twin_type
+from kubeedge.api.values import check_range, format_value, parse_value, twin_type, values_equal
 from kubeedge.backoff import backoff_delay
 from kubeedge.bus import BusClient
 from kubeedge.driver import DeviceUnreachable, Driver, Property
@@ -200,8 +200,8 @@ class DeviceWorker:
         """Why the device is in its state (logged with every change of either)."""
         self.driver: Driver[Any, Any] | None = None
         self._desired: dict[str, str] = {}
-        self._written: dict[str, str] = {}
-        """Desired values written since the last (re)connect."""
+        self._last_read: dict[str, str] = {}
+        """The value each property last read as (reported or not), since the last (re)connect."""
         self._write_errors: dict[str, str] = {}
         """Why the last write of a property failed; shown with its reports until a write succeeds."""
         self._health_problem: str | None = None
@@ -240,8 +240,15 @@ class DeviceWorker:
                     {name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}}
                 )
                 continue
-            if name not in self._desired and self._written.get(name) == value:
-                continue  # the same desired value seen twice (delta and twin/get): write once
+            if (
+                name not in self._desired
+                and name not in self._write_errors
+                and values_equal(plan.prop.type, self._last_read.get(name), value)
+            ):
+                # The device holds it already (a delta and a twin/get for one value, or an edge
+                # re-send that crossed a good read-back). Whenever the reading differs, the edge's
+                # twin sends the delta again (level-triggered, with back-off) and it is written.
+                continue
             self._desired[name] = value
             self._write_errors.pop(name, None)  # a new attempt
         if self._desired:
@@ -281,7 +288,7 @@ class DeviceWorker:
                 await asyncio.sleep(backoff_delay(attempt, first=0.4, limit=settings.max_backoff))
                 continue
             self.connects += 1
-            self._written.clear()
+            self._last_read.clear()
             self._health_problem = None
             self._reads_failing = False
             self._set_state("online", "connected")
@@ -369,6 +376,7 @@ class DeviceWorker:
             check_range(value, prop.minimum, prop.maximum)
         except (ValueError, TypeError) as exc:
             return self._property_error(plan, f"read {result!r}: {exc}")
+        self._last_read[prop.name] = text
         had_error = report.error is not None
         if not had_error and not report.should_report(value, text, now):
             return None
@@ -468,7 +476,6 @@ class DeviceWorker:
             self._write_errors[name] = error
             self._publish_twins({name: {"metadata": {"type": prop.type, "error": error}}})
             return
-        self._written[name] = text
         self._write_errors.pop(name, None)
         read_at = now_ms()
         plan.report.error = None
@@ -514,13 +521,12 @@ class DeviceWorker:
     def _set_state(self, state: str, reason: str) -> None:
         """Tell the edge about a new state; log a change of state or reason at info (a device
         retried while offline for the same reason is logged once)."""
-        if (state, reason) != (self.state, self.state_reason):
-            log.info("device %s: %s -> %s: %s", self.key, self.state or "unknown", state, reason)
-            self.state_reason = reason
-        if state == self.state:
+        if (state, reason) == (self.state, self.state_reason):
             return
-        self.state = state
-        body = {"event_id": "", "timestamp": now_ms(), "state": state}
+        log.info("device %s: %s -> %s: %s", self.key, self.state or "unknown", state, reason)
+        self.state, self.state_reason = state, reason
+        # the reason travels too (our extension), so `kubeedge device list` can say why
+        body = {"event_id": "", "timestamp": now_ms(), "state": state, "reason": reason}
         self.runtime.bus.publish(
             topics.device_topic(self.namespace, self.name, topics.STATE_UPDATE),
             json.dumps(body).encode(),

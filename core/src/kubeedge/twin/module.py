@@ -44,18 +44,23 @@ from kubeedge.api.twin import (
     now_ms,
     parse,
 )
-from kubeedge.api.values import check_range, normalize_type, parse_value, twin_type
+from kubeedge.api.values import check_range, normalize_type, parse_value, twin_type, values_equal
 from kubeedge.errors import WireError
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge.registry import DeviceRegistry, ServedDevice
 from kubeedge.supervisor import Supervised
+from kubeedge.twin.convergence import NOT_HOLDING, Convergence, ConvergenceSettings
 from kubeedge.twin.store import Batch, DeviceRecord, TwinRecord, TwinStore
 
 log = logging.getLogger(__name__)
 
+MAX_STATE_REASON = 500
+"""Characters of a state/update's reason kept (it is shown by `device list`)."""
 TWIN_NAME = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,128}$")
 _RESERVED_METADATA = ("type", "error")
+MAX_REASON = 2000
+"""Characters of an error reason sent back; the rest is cut (it quotes what the sender sent)."""
 _UNKNOWN_DEVICES = "(devices this edge does not serve)"
 _NODE_TOPICS = "(node topics)"
 _BAD_TOPICS = "(topics it cannot parse)"
@@ -72,6 +77,8 @@ class TwinSettings(BaseModel):
     """How many recent read-to-commit latencies are kept for metrics and benchmarks."""
     max_optional_twins: int = Field(default=256, alias="maxOptionalTwins", ge=0)
     """Optional twins (added by a mapper, not in the device spec) a device may have."""
+    convergence: ConvergenceSettings = Field(default_factory=ConvergenceSettings)
+    """Re-sending desired values that do not hold (:mod:`kubeedge.twin.convergence`)."""
 
 
 @dataclass
@@ -87,6 +94,8 @@ class TwinStats:
     persisted_rows: int = 0
     rate_limited: int = 0
     """Messages dropped because their sender was over ``bus.maxMessageRate``."""
+    resent_desired: int = 0
+    """Desired values sent again because the device's reading did not hold them."""
     latencies_ms: deque[float] = field(default_factory=lambda: deque(maxlen=10_000))
 
 
@@ -131,6 +140,10 @@ class TwinModule(EdgeModule):
         self._writer: Supervised | None = None
         self._writing = False
         self._stopping = False
+        self.convergence = Convergence(settings.convergence)
+        self._converge_wake = asyncio.Event()
+        self.convergence.on_armed = self._converge_wake.set
+        self._converger: Supervised | None = None
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -143,6 +156,7 @@ class TwinModule(EdgeModule):
         supervise = self.context.supervisor.spawn  # a task that fails is logged and restarted
         self._writer = supervise("twin-writer", self._run_writer)
         self._checkpointer = supervise("twin-checkpoint", self._checkpoint_loop)
+        self._converger = supervise("twin-convergence", self._converge_loop)
         for topic_filter in topics.EDGE_SUBSCRIPTIONS:
             self.bus.subscribe(topic_filter, self.on_message, qos=1)
         self.context.registry.add_listener(self)
@@ -155,7 +169,7 @@ class TwinModule(EdgeModule):
             await asyncio.wait_for(self.flush(), 10)
         except TimeoutError:
             log.error("twin: could not store the last changes within 10s (see earlier errors)")
-        for task in (self._writer, self._checkpointer):
+        for task in (self._writer, self._checkpointer, self._converger):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -313,14 +327,30 @@ class TwinModule(EdgeModule):
             self._error_to(result_topic, message.event_id, 400, f"device {key}: " + "; ".join(problems))
             return
         now = now_ms()
+        clock = time.monotonic()
         fallback_ts = message.timestamp or now
         document: dict[str, Any] = {}
         expected_changed = False
+        resend: list[str] = []
         for name, twin in message.twin.items():
             self.stats.property_updates += 1
             last = device.twins.get(name)
             before = _wire(last) if last is not None and not last.deleted else None
             record, changed, expected = self._apply(device, name, twin, fallback_ts)
+            if twin is not None:
+                # A desired value set again (no reading with it: not a mapper's report) while the
+                # reading differs is retried at once.
+                desired_set = twin.actual is None and twin.expected is not None
+                if desired_set and record.error and record.error.startswith(_WRITE_ERRORS):
+                    record.error = None  # a new attempt: the last one's failure is history
+                    changed = True
+                again = desired_set and not expected
+                due, error_changed = self._converge(device, record, clock, retry=again)
+                if due:
+                    resend.append(name)
+                changed |= error_changed
+                if changed and before is not None and _wire(record) == before:
+                    changed = False  # an error cleared by the report and put back: nothing new
             if changed:
                 self.stats.changed += 1
                 self._mark(key, name)
@@ -337,6 +367,8 @@ class TwinModule(EdgeModule):
             )
         if expected_changed:
             self._emit_delta(device)
+        elif resend:
+            self._emit_delta(device, resend)
         if message.timestamp:
             self._pending.stamps.append(message.timestamp)
         self._wake.set()
@@ -355,7 +387,9 @@ class TwinModule(EdgeModule):
             type_name = record.type
         else:
             if twin.expected is not None and twin.expected.value:
-                known = ", ".join(sorted(n for n, r in device.twins.items() if not r.deleted)) or "none"
+                names = sorted(n for n, r in device.twins.items() if not r.deleted)
+                known = ", ".join(names[:20]) + (f", ... ({len(names)} in all)" if len(names) > 20 else "")
+                known = known or "none"
                 return [f"{name}: no such property on device {device.id} (it has: {known})"]
             type_name = normalize_type(twin.metadata.type if twin.metadata else None)
         problems = []
@@ -425,14 +459,20 @@ class TwinModule(EdgeModule):
             changed = True
         return record, changed, expected_changed
 
-    def _emit_delta(self, device: DeviceRecord) -> None:
+    def _emit_delta(self, device: DeviceRecord, names: list[str] | None = None) -> None:
+        """A delta with every property (of ``names``, else all) whose reading differs from its
+        desired value; each counts as a write attempt for the back-off of re-sends."""
         twins = {
-            name: r
-            for name, r in device.twins.items()
-            if not r.deleted and r.expected and r.expected != r.actual
+            name: r for name, r in device.twins.items() if (names is None or name in names) and _diverged(r)
         }
         if not twins:
             return
+        clock = time.monotonic()
+        for name, record in twins.items():
+            assert record.expected is not None
+            self.convergence.sent(device.id, name, record.expected, clock)
+        if names is not None:
+            self.stats.resent_desired += len(twins)
         self._emit(
             topics.device_topic(device.namespace, device.name, topics.TWIN_UPDATE_DELTA),
             {
@@ -443,6 +483,100 @@ class TwinModule(EdgeModule):
             },
             qos=1,
         )
+
+    # ----------------------------------------------------------------- convergence
+
+    def _converge(
+        self, device: DeviceRecord, record: TwinRecord, clock: float, retry: bool = False
+    ) -> tuple[bool, bool]:
+        """Whether the property's desired value must be sent again now, and whether its
+        "does not hold" error changed (see :mod:`kubeedge.twin.convergence`)."""
+        key, name = device.id, record.name
+        if record.deleted or record.read_only or not record.expected:
+            self.convergence.forget(key, name)
+            return False, self._not_holding(record, 0)
+        diverged = _diverged(record)
+        if retry and diverged:
+            self.convergence.retry_now(key, name)
+        due = self.convergence.observe(key, name, record.expected, diverged, clock)
+        error_changed = self._not_holding(record, self.convergence.not_holding(key, name))
+        # An offline device is not written (its state says why); it is checked again when it
+        # comes back online.
+        return due and device.state != "offline", error_changed
+
+    def _not_holding(self, record: TwinRecord, writes: int) -> bool:
+        """Show (``writes`` > 0) or clear the "does not hold" error; True if it changed. A
+        mapper's own error (a failed write, a failed read) is left in place: it says more."""
+        if writes:
+            if record.error is not None and not record.error.startswith(NOT_HOLDING):
+                return False
+            cap = self.convergence.settings.max_backoff
+            error = (
+                f"{NOT_HOLDING}{record.expected!r} does not hold: the device reports "
+                + (repr(record.actual) if record.actual is not None else "nothing")
+                + f" after {writes} attempts; retried with back-off (at most every {cap:g}s)"
+            )
+        elif record.error is not None and record.error.startswith(NOT_HOLDING):
+            error = None
+        else:
+            return False
+        if error == record.error:
+            return False
+        record.error = error
+        return True
+
+    def _converge_device(self, device: DeviceRecord, names: list[str] | None = None) -> None:
+        """Check properties of one device (all, or ``names``) and re-send what is due."""
+        clock = time.monotonic()
+        due = []
+        for name in names if names is not None else list(device.twins):
+            record = device.twins.get(name)
+            if record is None:
+                self.convergence.forget(device.id, name)
+                continue
+            before = _wire(record)
+            resend, error_changed = self._converge(device, record, clock)
+            if resend:
+                due.append(name)
+            if error_changed:
+                self._mark(device.id, name)
+                self._emit(
+                    topics.device_topic(device.namespace, device.name, topics.TWIN_UPDATE_DOCUMENT),
+                    {
+                        "event_id": new_event_id(),
+                        "timestamp": now_ms(),
+                        "twin": {name: {"last": before, "current": _wire(record)}},
+                    },
+                )
+        if due:
+            self._emit_delta(device, due)
+        self._wake.set()
+
+    async def _converge_loop(self) -> None:
+        """Re-send desired values whose back-off has passed while the reading still differs (a
+        mapper that reports only changes sends nothing new to trigger it)."""
+        while True:
+            at = self.convergence.next_timer()
+            timeout = None if at is None else max(0.0, at - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self._converge_wake.wait()
+            except TimeoutError:
+                pass
+            self._converge_wake.clear()
+            if self._stopping:
+                return
+            clock = time.monotonic()
+            by_device: dict[str, list[str]] = {}
+            for key, name in self.convergence.due(clock):
+                by_device.setdefault(key, []).append(name)
+            for key, names in by_device.items():
+                device = self.devices.get(key)
+                if device is None:
+                    self.convergence.forget(key)
+                else:
+                    self._converge_device(device, names)
+            self.convergence.expire(clock)
 
     # ----------------------------------------------------------------- twin/get, state, membership
 
@@ -476,9 +610,14 @@ class TwinModule(EdgeModule):
             return
         if state in ("online", "ok"):
             device.last_online = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-        if state != device.state or state in ("online", "ok"):
+        came_back = state in ("online", "ok") and device.state not in ("online", "ok")
+        reason = (message.reason or "")[:MAX_STATE_REASON] or None
+        if state != device.state or state in ("online", "ok") or reason != device.state_reason:
             device.state = state
+            device.state_reason = reason
             self._pending.devices.add(key)
+        if came_back:
+            self._converge_device(device)  # desired values that did not hold are written now
         self._emit(
             result_topic,
             {
@@ -493,7 +632,7 @@ class TwinModule(EdgeModule):
         if where.node != self.node:
             return
         registry = self.context.registry
-        devices = [_explained(_membership_entry(d), registry) for d in self.devices.values()]
+        devices = [_explained(_membership_entry(d), registry, d.state_reason) for d in self.devices.values()]
         body: dict[str, Any] = {"event_id": _event_id(payload), "timestamp": now_ms(), "devices": devices}
         # Our additions (docs/wire.md; a KubeEdge client ignores them): why devices are not served
         # as a user may expect, for `kubeedge device list`.
@@ -519,6 +658,7 @@ class TwinModule(EdgeModule):
 
     def device_removed(self, served: ServedDevice) -> None:
         record = self.devices.pop(served.key, None)
+        self.convergence.forget(served.key)
         if record is None:
             return
         self._pending.deleted_devices.add(served.key)
@@ -539,6 +679,7 @@ class TwinModule(EdgeModule):
         for key in [k for k in self.devices if k not in keys]:
             log.info("twin: device %s is gone; removing its twins", key)
             del self.devices[key]
+            self.convergence.forget(key)
             self._pending.deleted_devices.add(key)
         self._wake.set()
 
@@ -611,6 +752,8 @@ class TwinModule(EdgeModule):
     def _error_to(self, topic: str, event_id: str, code: int, reason: str) -> None:
         """Answer a refused message; logged at WARNING, one line per sender, code and minute."""
         self.stats.errors += 1
+        if len(reason) > MAX_REASON:  # values quoted in it came from the sender: never echo them whole
+            reason = f"{reason[:MAX_REASON]}... ({len(reason) - MAX_REASON} more characters)"
         self._rejections.log((self._sender(topic), str(code)), f"twin: refused ({code}): {reason:.300}")
         self._emit(topic, {"event_id": event_id, "timestamp": now_ms(), "code": code, "reason": reason})
         self._wake.set()
@@ -720,6 +863,20 @@ class TwinModule(EdgeModule):
             self._writing = False
 
 
+_WRITE_ERRORS = ("write of ", NOT_HOLDING)
+"""How errors about writing a desired value start (the mapper runtime's, and convergence's)."""
+
+
+def _diverged(record: TwinRecord) -> bool:
+    """A writable property whose reading differs from its desired value."""
+    return (
+        not record.deleted
+        and not record.read_only
+        and bool(record.expected)
+        and not values_equal(record.type, record.expected, record.actual)
+    )
+
+
 def _wire(record: TwinRecord) -> dict[str, Any]:
     """A twin as KubeEdge sends it on the bus (versions stripped)."""
     body: dict[str, Any] = {}
@@ -754,16 +911,19 @@ def _membership_entry(record: DeviceRecord) -> dict[str, Any]:
     return entry
 
 
-def _explained(entry: dict[str, Any], registry: DeviceRegistry) -> dict[str, Any]:
-    """A membership entry with why the device is not served as expected, as extra attributes:
-    ``stateReason`` (no mapper for its protocol: its state is then ``unknown``, whatever a mapper
-    said before) and ``problem`` (its manifest is kept at its last good version)."""
+def _explained(entry: dict[str, Any], registry: DeviceRegistry, state_reason: str | None) -> dict[str, Any]:
+    """A membership entry with why the device is in its state and whether its manifest has a
+    problem, as extra attributes: ``stateReason`` (no mapper for its protocol: its state is then
+    ``unknown``, whatever a mapper said before; else the reason its mapper gave with the state)
+    and ``problem`` (its manifest is kept at its last good version)."""
     attributes = entry.setdefault("attributes", {})
     protocol = (attributes.get("protocol") or {}).get("value", "")
     reason = registry.unserved_reason(protocol)
     if reason:
         entry["state"] = "unknown"
         attributes["stateReason"] = {"value": reason}
+    elif state_reason and entry.get("state") not in ("online", "ok"):
+        attributes["stateReason"] = {"value": state_reason}
     problem = registry.problems.get(entry["id"])
     if problem:
         attributes["problem"] = {"value": problem}
