@@ -183,6 +183,14 @@ async def test_edge_run_logs_what_it_does_at_info_by_default(tmp_path) -> None:
         # device state transitions with their reason: offline (nothing listens), then online
         offline = await edge.wait_line(lambda line: "device plant/plc: unknown -> offline" in line, "offline")
         assert "cannot connect" in offline and offline.startswith("INFO "), offline
+        # ... and the reason is on the device, for `device list`
+        code, out = await kubeedge("device", "list", "-c", str(edge.config))
+        assert code == 0, out
+        row = next(line for line in out.splitlines() if line.strip().startswith("plant/plc"))
+        assert "offline" in row and row.rstrip().endswith("]"), out
+        number = row.rstrip().rsplit(" ", 1)[1]
+        note = next(line for line in out.splitlines() if line.startswith(number + " "))
+        assert "cannot connect to Modbus TCP 127.0.0.1:" in note, out
         server = await ModbusSimulator(units=(1,), port=plc_port).start()
         await edge.wait_line(
             lambda line: "device plant/plc: offline -> online: connected" in line, "online", timeout=20
@@ -295,6 +303,50 @@ async def test_device_list_shows_other_nodes_and_devices_without_a_mapper(edge, 
     assert code == 0, out
     entry = json.loads(out)["device"]
     assert entry.get("state") != "unknown" and "stateReason" not in entry.get("attributes", {}), entry
+
+
+V1_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE devices (
+    id TEXT PRIMARY KEY, namespace TEXT NOT NULL, name TEXT NOT NULL, description TEXT, state TEXT,
+    last_online TEXT, attributes TEXT
+);
+CREATE TABLE twins (
+    device_id TEXT NOT NULL, name TEXT NOT NULL, type TEXT NOT NULL, optional INTEGER NOT NULL,
+    expected TEXT, expected_ts INTEGER, expected_cloud INTEGER NOT NULL, expected_edge INTEGER NOT NULL,
+    actual TEXT, actual_ts INTEGER, actual_cloud INTEGER NOT NULL, actual_edge INTEGER NOT NULL,
+    metadata TEXT, error TEXT, spec_desired TEXT, PRIMARY KEY (device_id, name)
+) WITHOUT ROWID;
+INSERT INTO meta VALUES ('schema', '1');
+INSERT INTO devices VALUES ('default/one', 'default', 'one', NULL, 'offline', NULL, NULL);
+INSERT INTO twins VALUES ('default/one', 'setpoint', 'float', 0, '12.5', 1, 0, 1, '12.5', 1, 0, 1,
+                          NULL, NULL, NULL);
+"""
+
+
+async def test_a_twin_database_of_schema_1_is_migrated_and_keeps_its_twins(edge, tmp_path) -> None:
+    """The state reason added a column: an edge opens the database an older edge wrote."""
+    import sqlite3
+
+    from kubeedge_mapper_virtual import SIMULATOR
+
+    workdir = tmp_path / "old"
+    (workdir / "data").mkdir(parents=True)
+    with sqlite3.connect(workdir / "data" / "twins.db") as db:
+        db.executescript(V1_SCHEMA)
+    (workdir / "manifests").mkdir()
+    (workdir / "manifests" / "a.yaml").write_text(yaml.safe_dump_all([model(), device("one")]))
+    handle = await edge(workdir=workdir)
+    assert handle.twin.devices["default/one"].twins["setpoint"].expected == "12.5"
+    await handle.wait_reported("default/one", "setpoint", "12.5")  # the kept desired value, written
+    SIMULATOR.set_reachable("default/one", False)
+    await handle.wait_state("default/one", "offline")
+    await wait_for(lambda: handle.twin.devices["default/one"].state_reason, what="the offline reason")
+    await handle.stop()
+    with sqlite3.connect(workdir / "data" / "twins.db") as db:
+        assert db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone() == ("2",)
+        (reason,) = db.execute("SELECT state_reason FROM devices WHERE id = 'default/one'").fetchone()
+    assert "switched off" in reason
 
 
 async def test_a_manifest_kept_at_its_last_good_version_shows_in_device_list(edge, tmp_path) -> None:

@@ -208,6 +208,8 @@ class DeviceStateUpdate(BaseMessage):
 
     state: str | None = Field(default=None, validation_alias=AliasChoices("state", "State"))
     attributes: dict[str, MsgAttr] | None = None
+    reason: str | None = None
+    """Why the device is in this state (our extension; KubeEdge ignores it, its mappers omit it)."""
 
 
 class DeviceCloudMsg(WireModel):

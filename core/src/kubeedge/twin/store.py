@@ -12,7 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+"""2: ``devices.state_reason``. An older database is migrated when opened (:data:`_MIGRATIONS`)."""
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
@@ -23,7 +24,8 @@ CREATE TABLE IF NOT EXISTS devices (
     description TEXT,
     state TEXT,
     last_online TEXT,
-    attributes TEXT
+    attributes TEXT,
+    state_reason TEXT
 );
 CREATE TABLE IF NOT EXISTS twins (
     device_id TEXT NOT NULL,
@@ -38,6 +40,12 @@ CREATE TABLE IF NOT EXISTS twins (
     PRIMARY KEY (device_id, name)
 ) WITHOUT ROWID;
 """
+
+
+_MIGRATIONS = {
+    # from version N to N + 1; a column added last, where CREATE TABLE has it, so rows keep one shape
+    1: ("ALTER TABLE devices ADD COLUMN state_reason TEXT",),
+}
 
 
 @dataclass(slots=True)
@@ -100,6 +108,8 @@ class DeviceRecord:
     last_online: str | None = None
     attributes: dict[str, str] = field(default_factory=dict)
     twins: dict[str, TwinRecord] = field(default_factory=dict)
+    state_reason: str | None = None
+    """Why the device is in its state, as its mapper said (``state/update``'s ``reason``)."""
 
     def row(self) -> tuple[Any, ...]:
         return (
@@ -110,6 +120,7 @@ class DeviceRecord:
             self.state,
             self.last_online,
             json.dumps(self.attributes) if self.attributes else None,
+            self.state_reason,
         )
 
 
@@ -147,9 +158,29 @@ class TwinStore:
         row = db.execute("SELECT value FROM meta WHERE key = 'schema'").fetchone()
         if row is None:
             db.execute("INSERT INTO meta VALUES ('schema', ?)", (str(SCHEMA_VERSION),))
-        elif int(row[0]) != SCHEMA_VERSION:
-            raise RuntimeError(f"{self.path}: twin database schema {row[0]}, expected {SCHEMA_VERSION}")
+        elif int(row[0]) > SCHEMA_VERSION:
+            raise RuntimeError(
+                f"{self.path}: twin database schema {row[0]} is newer than this kubeedge's "
+                f"({SCHEMA_VERSION}); use the kubeedge that wrote it, or a new data folder"
+            )
+        elif int(row[0]) < SCHEMA_VERSION:
+            self._migrate(db, int(row[0]))
         self._db = db
+
+    def _migrate(self, db: sqlite3.Connection, version: int) -> None:
+        """Bring an older database up to :data:`SCHEMA_VERSION`, in one transaction."""
+        db.execute("BEGIN")
+        try:
+            while version < SCHEMA_VERSION:
+                for statement in _MIGRATIONS[version]:
+                    db.execute(statement)
+                version += 1
+            db.execute("UPDATE meta SET value = ? WHERE key = 'schema'", (str(version),))
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
 
     def close(self) -> None:
         if self._db is not None:
@@ -181,6 +212,7 @@ class TwinStore:
                 state=row[4],
                 last_online=row[5],
                 attributes=json.loads(row[6]) if row[6] else {},
+                state_reason=row[7],
             )
         for row in self._db.execute("SELECT * FROM twins"):
             device = devices.get(row[0])
@@ -216,7 +248,9 @@ class TwinStore:
             if batch.deleted_twins:
                 db.executemany("DELETE FROM twins WHERE device_id = ? AND name = ?", batch.deleted_twins)
             if batch.devices:
-                db.executemany("INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?, ?, ?)", batch.devices)
+                db.executemany(
+                    "INSERT OR REPLACE INTO devices VALUES (?, ?, ?, ?, ?, ?, ?, ?)", batch.devices
+                )
             if batch.twins:
                 db.executemany(
                     "INSERT OR REPLACE INTO twins VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
