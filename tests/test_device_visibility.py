@@ -195,6 +195,15 @@ async def test_edge_run_logs_what_it_does_at_info_by_default(tmp_path) -> None:
         await edge.wait_line(
             lambda line: "device plant/plc: offline -> online: connected" in line, "online", timeout=20
         )
+        # a message the edge refuses is logged (at warning: the bus-hardening work rate-limits it)
+        bus = BusClient(f"mqtt://{yaml.safe_load(edge.config.read_text())['bus']['listen']}")
+        await bus.start()
+        try:
+            bus.publish("$hw/events/device/default/one/twin/update", b"{not json", qos=1)
+            refused = await edge.wait_line(lambda line: "twin: refused (400)" in line, "the refusal")
+        finally:
+            await bus.stop()
+        assert refused.startswith("WARNING ") and "default/one" in refused, refused
         # a change to the other nodes' devices is said again; an unrelated reload is not
         edge.write(
             "a.yaml",
@@ -387,3 +396,39 @@ async def test_a_manifest_kept_at_its_last_good_version_shows_in_device_list(edg
     assert all("problem" not in item["device"].get("attributes", {}) for item in json.loads(out))
     code, out = await kubeedge("device", "list", "-c", config)
     assert "manifest problems" not in out and "[1]" not in out, out
+
+
+async def test_a_mapper_run_process_logs_at_info_and_ends_the_no_mapper_reason(edge, tmp_path) -> None:
+    handle = await edge(mappers={})  # no mapper in the edge process
+    handle.write_manifest("a.yaml", model(), device("one"))
+    await wait_for(lambda: "default/one" in handle.twin.devices, what="one in the twin")
+    config = client_config(handle, tmp_path)
+    code, out = await kubeedge("device", "get", "-c", str(config), "default/one")
+    assert code == 0 and "state reason: no mapper for protocol 'virtual' is enabled" in out, out
+
+    process = await spawn("mapper", "run", "virtual", "-c", str(config))
+    output = b""
+
+    async def read() -> None:
+        nonlocal output
+        assert process.stdout is not None
+        while line := await process.stdout.readline():
+            output += line
+
+    reader = asyncio.create_task(read())
+    try:
+        await wait_for(
+            lambda: b"device default/one: unknown -> online: connected" in output, 20, what="online"
+        )
+        code, out = await kubeedge("device", "list", "-c", str(config), "-o", "json")
+        assert code == 0, out
+        (item,) = json.loads(out)
+        assert item["device"]["state"] == "online", item
+        assert "stateReason" not in item["device"].get("attributes", {}), item
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 10)
+        await reader
+    text = output.decode()
+    assert "INFO kubeedge.mapper.runtime: mapper virtual: hello to edge node edge-1" in text, text
+    assert "mapper virtual: snapshot from edge node edge-1: 1 device(s); 1 (re)started" in text, text
