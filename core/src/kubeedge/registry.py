@@ -221,14 +221,11 @@ class DeviceRegistry:
             if reason is None or protocol in self._unserved_logged:
                 continue
             self._unserved_logged.add(protocol)
-            log.info(
-                "%d device(s) of protocol %r wait for a mapper: %s (kubeedge mapper run %s serves "
-                "them from its own process)",
-                count,
-                protocol,
-                reason,
-                protocol,
-            )
+            if protocol in (self._installed or []):
+                hint = f"enable it under mappers: in edge.yaml, or run: kubeedge mapper run {protocol}"
+            else:
+                hint = f"install a mapper for it (kubeedge-mapper-{protocol}) and enable it"
+            log.info("%d device(s) of protocol %r wait for a mapper: %s (%s)", count, protocol, reason, hint)
 
     def _tell(self, event: str, *args: object) -> None:
         """Every listener hears of every change: one that fails is logged, the others still hear."""
