@@ -436,9 +436,14 @@ def check(edge: Edge, probe: Probe, tally: Tally, topic: str, payload: bytes) ->
 
 
 def fuzz_bus(
-    examples: int, deadline: float | None, seed_value: int | None, brokers: list[str], rss_growth: float
+    examples: int, minutes: float | None, seed_value: int | None, brokers: list[str], rss_growth: float
 ) -> str:
-    return "; ".join(fuzz_broker(b, examples, deadline, seed_value, rss_growth) for b in brokers)
+    """Each broker in turn: ``examples`` messages, or (the long form) ``minutes`` of them."""
+    lines = []
+    for broker in brokers:
+        deadline = time.monotonic() + minutes * 60 if minutes else None
+        lines.append(fuzz_broker(broker, examples, deadline, seed_value, rss_growth))
+    return "; ".join(lines)
 
 
 WARM_UP = [
@@ -541,7 +546,9 @@ def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--minutes", type=float, help="the long form: run each target this long")
+    parser.add_argument(
+        "--minutes", type=float, help="the long form: each target (bus: each broker) this long"
+    )
     parser.add_argument(
         "--examples", type=int, default=150, help="messages per broker in the short form [150]"
     )
@@ -563,9 +570,10 @@ def main() -> int:
         )
     summaries = []
     for name in names:
-        deadline = time.monotonic() + args.minutes * 60 if args.minutes else None
         if name == "bus":
-            summary = fuzz_bus(args.examples, deadline, args.seed, args.brokers.split(","), args.rss_growth)
+            summary = fuzz_bus(
+                args.examples, args.minutes, args.seed, args.brokers.split(","), args.rss_growth
+            )
         else:
             status = load_target(others[name])(args.minutes or SHORT_FORM_MINUTES)
             if status:

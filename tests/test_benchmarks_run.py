@@ -34,3 +34,15 @@ def test_modbus_benchmark_runs() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "headline: batching reads" in result.stdout
+
+
+def test_soak_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "soak.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "warm-up over: edge RSS" in result.stdout
+    assert "headline: 500 updates/s for 0.333 min, edge RSS growth after warm-up" in result.stdout

@@ -27,19 +27,16 @@ import os
 import shutil
 import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
 
-import psutil
-import yaml
-
 from kubeedge.bus import BusClient, EmbeddedBroker, free_port
-from kubeedge.config import EdgeConfig
-from kubeedge.edge.core import EdgeCore
 from kubeedge.testing import Mosquitto
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from twin_load import twin_load  # a sibling script, not a package
 
 RAW_PUBLISHER = r"""
 import sys, time
@@ -63,30 +60,6 @@ time.sleep(0.5)
 client.disconnect()
 client.loop_stop()
 """
-
-
-def manifests(folder: Path, devices: int, properties: int, cycle: int) -> None:
-    """The load's manifests, written as text (building them with PyYAML would inflate this
-    process's memory, which is the edge's and is measured)."""
-    props = "".join(
-        f"    - {{name: p{i}, type: FLOAT, accessMode: ReadOnly, visitors: {{protocolName: virtual, "
-        f"configData: {{generator: counter, step: 0.5}}}}}}\n"
-        for i in range(properties)
-    )
-    model = (
-        "apiVersion: devices.kubeedge.io/v1beta1\nkind: DeviceModel\n"
-        f"metadata: {{name: bench-model, namespace: bench}}\nspec:\n  protocol: virtual\n  properties:\n{props}"
-    )
-    device_props = "".join(f"    - {{name: p{i}, collectCycle: {cycle}}}\n" for i in range(properties))
-    with (folder / "bench.yaml").open("w") as out:
-        out.write(model)
-        for d in range(devices):
-            out.write(
-                "---\napiVersion: devices.kubeedge.io/v1beta1\nkind: Device\n"
-                f"metadata: {{name: dev-{d:05d}, namespace: bench}}\nspec:\n"
-                "  deviceModelRef: {name: bench-model}\n  protocol: {protocolName: virtual}\n"
-                f"  properties:\n{device_props}"
-            )
 
 
 def sample_payload_size(properties: int) -> int:
@@ -131,41 +104,13 @@ async def raw_rate(url: str, size: int, count: int) -> float:
 
 
 async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[str, float]:
-    folder = workdir / "manifests"
-    folder.mkdir(parents=True, exist_ok=True)
-    manifests(folder, args.devices, args.properties, args.cycle)
-    bus: dict[str, object] = {"url": url}
-    if url == "embedded":
-        bus["listen"] = f"127.0.0.1:{free_port()}"
-    config = EdgeConfig.model_validate(
-        {
-            "node": "bench",
-            "bus": bus,
-            "dataDir": str(workdir / "data"),
-            "manifests": str(folder),
-            "mappers": {},
-        }
-    )
-    core = EdgeCore(config)
-    await core.start()
-    twin = core.module("twin")
-    mapper_config = workdir / "mapper.yaml"
-    mapper_config.write_text(yaml.safe_dump({"node": "bench", "bus": {"url": core.context.bus_url}}))
-    mapper = subprocess.Popen(
-        [sys.executable, "-m", "kubeedge", "mapper", "run", "virtual", "-c", str(mapper_config)],
-        stdout=subprocess.DEVNULL,
-    )
-    if args.pin:
-        os.sched_setaffinity(0, {0})
-        os.sched_setaffinity(mapper.pid, {1})
-    me, other = psutil.Process(), psutil.Process(mapper.pid)
-    try:
+    async with twin_load(url, workdir, args.devices, args.properties, args.cycle, args.pin) as load:
+        twin, me, other = load.twin, load.edge_process, load.mapper_process
         # warm-up: every device reporting
         deadline = time.monotonic() + args.warmup + 60
         while time.monotonic() < deadline:
             await asyncio.sleep(0.5)
-            reporting = sum(1 for d in twin.devices.values() if d.state == "online")
-            if reporting >= args.devices and time.monotonic() > deadline - 60:
+            if load.online() >= args.devices and time.monotonic() > deadline - 60:
                 break
         await asyncio.sleep(args.warmup)
         stats = twin.stats
@@ -183,7 +128,7 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
         elapsed = time.monotonic() - t0
         cpu1, cpu_m1 = me.cpu_times(), other.cpu_times()
         latencies = sorted(stats.latencies_ms)
-        result = {
+        return {
             "offered/s": args.devices * args.properties * 1000 / args.cycle,
             "updates/s": (stats.property_updates - start_updates) / elapsed,
             "rows/s": (stats.persisted_rows - start_rows) / elapsed,
@@ -195,19 +140,6 @@ async def pipeline(url: str, args: argparse.Namespace, workdir: Path) -> dict[st
             "mapper RSS MB": other.memory_info().rss / 2**20,
             "mapper CPU %": 100 * ((cpu_m1.user + cpu_m1.system) - (cpu_m0.user + cpu_m0.system)) / elapsed,
         }
-    finally:
-        mapper.terminate()
-        try:
-            mapper.wait(10)
-        except subprocess.TimeoutExpired:
-            print("mapper did not stop within 10 s of SIGTERM; its tasks:", file=sys.stderr)
-            mapper.send_signal(signal.SIGUSR1)
-            await asyncio.sleep(2)
-            mapper.kill()
-        await core.stop()
-        if args.pin:
-            os.sched_setaffinity(0, set(range(os.cpu_count() or 1)))
-    return result
 
 
 async def main() -> None:
