@@ -392,3 +392,16 @@ async def test_publishing_what_mqtt_cannot_carry_is_refused_without_raising(edge
     assert "more than MQTT's 65,535" in caplog.text
     bus.publish("$ke/edge/edge-1/test", b"still connected")
     await wait_for(lambda: got, what="a message after the refusals")
+
+
+async def test_membership_get_is_answered_at_most_20_times_a_second(wired) -> None:
+    """Each answer lists every device: a flood of requests must not cost the edge that many lists."""
+    handle, client, results = wired
+    client.subscribe("$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p))))
+    await asyncio.sleep(0.1)
+    for i in range(200):
+        client.publish(topics.node_topic("edge-1", topics.MEMBERSHIP_GET), json.dumps({"event_id": f"m{i}"}), qos=1)
+    limited = await wait_for(lambda: [b for _, b in results if b.get("code") == 429], 5, what="a 429 answer")
+    assert limited[0]["reason"].startswith("(node topics): more than 20 messages/s (membership/get answers")
+    await canary(client, results, "after-membership-flood")
+    assert len([b for _, b in results if "devices" in b]) < 100

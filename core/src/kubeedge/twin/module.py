@@ -60,6 +60,8 @@ MAX_STATE_REASON = 500
 TWIN_NAME = re.compile(r"^[a-zA-Z0-9\-_.,:/@#]{1,128}$")
 _RESERVED_METADATA = ("type", "error")
 MAX_REASON = 2000
+MEMBERSHIP_GET_RATE = 20.0
+"""membership/get requests a second the edge answers (bursts of twice as many)."""
 """Characters of an error reason sent back; the rest is cut (it quotes what the sender sent)."""
 _UNKNOWN_DEVICES = "(devices this edge does not serve)"
 _NODE_TOPICS = "(node topics)"
@@ -126,6 +128,8 @@ class TwinModule(EdgeModule):
         self.max_topic_length = context.config.bus.max_topic_length
         self.max_optional_twins = settings.max_optional_twins
         self._rate = TokenBuckets(context.config.bus.max_message_rate)
+        # membership/get answers with every device: a flood of it would cost far more than it sends
+        self._membership_rate = TokenBuckets(min(MEMBERSHIP_GET_RATE, context.config.bus.max_message_rate))
         self._rate_answered: dict[str, int] = {}
         """Sender -> the second (monotonic) in which it last got a 429: one answer per second."""
         self._rejections = ThrottledLog(log)
@@ -209,16 +213,19 @@ class TwinModule(EdgeModule):
                 self._device_message(where, payload)
             elif isinstance(where, NodeTopic) and where.action == topics.MEMBERSHIP_GET:
                 result_topic = topics.node_topic(self.node, topics.MEMBERSHIP_GET_RESULT)
-                if self._within_rate(_NODE_TOPICS, result_topic, payload):
+                if self._within_rate(_NODE_TOPICS, result_topic, payload, self._membership_rate):
                     self._membership_get(where, payload)
         except Exception:  # a bug must cost one message, not the module
             log.exception("twin: failed on a message to %s", topics.quote(topic))
             self.stats.errors += 1
 
-    def _within_rate(self, sender: str, result_topic: str, payload: bytes) -> bool:
-        """Whether ``sender`` is within ``bus.maxMessageRate``; if not, the message is dropped
-        and counted, and the first one in each second is answered with 429."""
-        if self._rate.allow(sender):
+    def _within_rate(
+        self, sender: str, result_topic: str, payload: bytes, buckets: TokenBuckets | None = None
+    ) -> bool:
+        """Whether ``sender`` is within ``bus.maxMessageRate`` (or ``buckets``' rate); if not, the
+        message is dropped and counted, and the first one in each second is answered with 429."""
+        buckets = buckets or self._rate
+        if buckets.allow(sender):
             return True
         self.stats.rate_limited += 1
         second = int(time.monotonic())
@@ -226,12 +233,13 @@ class TwinModule(EdgeModule):
             if len(self._rate_answered) > 10_000:
                 self._rate_answered.clear()
             self._rate_answered[sender] = second
+            why = "bus.maxMessageRate" if buckets is self._rate else "membership/get answers with all devices"
             self._error_to(
                 result_topic,
                 find_event_id(payload),
                 429,
-                f"{sender}: more than {self._rate.rate:g} messages/s (bus.maxMessageRate); messages "
-                "over the limit are dropped, one answer per second says so",
+                f"{sender}: more than {buckets.rate:g} messages/s ({why}); messages over the limit are "
+                "dropped, one answer per second says so",
             )
         return False
 
