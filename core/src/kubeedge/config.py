@@ -13,10 +13,18 @@ import socket
 from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 from pydantic.alias_generators import to_camel
 
+from kubeedge.api.manifests import load_yaml, text_of
 from kubeedge.errors import ConfigError
 
 
@@ -118,6 +126,60 @@ def _is_loopback(host: str) -> bool:
         return False
 
 
+class CloudQueueConfig(_Config):
+    """The edge's store-and-forward outbox of reports for the cloud (``cloud.queue``)."""
+
+    max_bytes: int = Field(default=64 * 1024 * 1024, ge=4096)
+    """Bytes the outbox may hold; past it the oldest entries are dropped (and counted)."""
+    database: str = "outbox.db"
+    """File name of the outbox inside the edge's data folder."""
+
+
+class CloudConfig(_Config):
+    """The cloud this edge takes its devices from and reports to (the ``edgehub`` module)."""
+
+    url: str
+    """The cloud hub, ``wss://host:port`` (``ws://`` only to a loopback address)."""
+    token: str | None = None
+    """The node token (``kubeedge token create NODE``); or ``tokenFile``."""
+    token_file: Path | None = None
+    """A file holding the node token, read again on every connection attempt (so it can be rotated)."""
+    ca_file: Path | None = None
+    """CA bundle the hub's certificate is checked against; the system's trust store when absent."""
+    queue: CloudQueueConfig = Field(default_factory=CloudQueueConfig)
+    batch_delay_ms: int = Field(default=100, ge=0, le=60_000)
+    """How long reports gather before one is sent (changes in that time are coalesced)."""
+    max_report_bytes: int = Field(default=256 * 1024, ge=1024, le=4 * 1024 * 1024 - 4096)
+    """Largest ``twin/report`` message; more waits for the next one."""
+    ack_timeout_ms: int = Field(default=10_000, ge=100)
+    """A report not acked in this time is sent again."""
+    reconnect_min_ms: int = Field(default=500, ge=10)
+    """First wait before reconnecting to the cloud; doubled per failure (with jitter)."""
+    reconnect_max_ms: int = Field(default=30_000, ge=10)
+    """Longest wait between reconnection attempts."""
+    keepalive_ms: int = Field(default=15_000, ge=100)
+    """Websocket ping interval; a link that does not answer within as long again is reconnected."""
+
+    @field_validator("url")
+    @classmethod
+    def _check_url(cls, url: str) -> str:
+        match = re.match(r"^(wss|ws)://([^/:]+|\[[0-9a-fA-F:]+\]):(\d+)/?$", url)
+        if not match or int(match.group(3)) > 65535:
+            raise ValueError("must be wss://host:port (the cloud hub's address)")
+        if match.group(1) == "ws" and not _is_loopback(match.group(2)):
+            raise ValueError(
+                f"ws:// (no TLS) only to a loopback address, not {match.group(2)}: the node token "
+                "would travel in clear; use wss://"
+            )
+        return url.rstrip("/")
+
+    @model_validator(mode="after")
+    def _one_token(self) -> CloudConfig:
+        if (self.token is None) == (self.token_file is None):
+            raise ValueError("set one of token or tokenFile (the node token from `kubeedge token create`)")
+        return self
+
+
 class EdgeConfig(_Config):
     """Everything ``kubeedge edge run`` needs to know."""
 
@@ -128,6 +190,8 @@ class EdgeConfig(_Config):
     """Where the twin database lives."""
     manifests: Path | None = None
     """Standalone mode: a folder of Device/DeviceModel manifests, followed for changes."""
+    cloud: CloudConfig | None = None
+    """Cloud mode: devices come from this cloud, reports go to it (not with ``manifests``)."""
     modules: dict[str, PluginConfig] = Field(default_factory=dict)
     """Edge modules by name; built-in ones are enabled unless ``enabled: false``."""
     mappers: dict[str, PluginConfig] = Field(default_factory=dict)
@@ -147,6 +211,15 @@ class EdgeConfig(_Config):
             return {k: ({} if v is None else v) for k, v in value.items()}
         return value
 
+    @model_validator(mode="after")
+    def _one_source(self) -> EdgeConfig:
+        if self.manifests is not None and self.cloud is not None:
+            raise ValueError(
+                "manifests and cloud are both set: an edge takes its devices from one source, "
+                "a folder of manifests (standalone) or the cloud; remove one of the two keys"
+            )
+        return self
+
     def enabled_mappers(self) -> list[str]:
         return [name for name, entry in self.mappers.items() if entry.enabled]
 
@@ -157,24 +230,37 @@ def load_config(path: Path | None) -> EdgeConfig:
         return EdgeConfig()
     source = str(path)
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except OSError as exc:
-        raise ConfigError(f"{source}: cannot read: {exc.strerror or exc}") from None
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{source}: not valid YAML: {exc}") from None
+        text = path.read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{source}: cannot read: {getattr(exc, 'strerror', None) or exc}") from None
+    try:
+        # the manifest reader: its limits (depth, aliases, integer digits) hold here too
+        data = load_yaml(source, text) or {}
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     if not isinstance(data, dict):
         raise ConfigError(f"{source}: expected a mapping of settings, got {type(data).__name__}")
     base = path.parent
     try:
         config = EdgeConfig.model_validate(data)
     except ValidationError as exc:
-        lines = [f"{source}: {_key_path(e['loc'])}: {_error_text(e)}" for e in exc.errors()]
+        # bounded: a key or a value quoted in a message may be as long as the file
+        lines = [
+            f"{source}: {text_of(_key_path(e['loc']), 200)}: {text_of(_error_text(e), 300)}"
+            for e in exc.errors()
+        ]
         raise ConfigError("\n".join(lines)) from None
     # Relative paths in the file are relative to the file, not to where the command runs.
     if ("dataDir" in data or "data_dir" in data) and not config.data_dir.is_absolute():
         config.data_dir = (base / config.data_dir).resolve()
     if config.manifests is not None and not config.manifests.is_absolute():
         config.manifests = (base / config.manifests).resolve()
+    cloud = config.cloud
+    if cloud is not None:
+        if cloud.token_file is not None and not cloud.token_file.is_absolute():
+            cloud.token_file = (base / cloud.token_file).resolve()
+        if cloud.ca_file is not None and not cloud.ca_file.is_absolute():
+            cloud.ca_file = (base / cloud.ca_file).resolve()
     return config
 
 

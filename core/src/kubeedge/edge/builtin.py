@@ -9,8 +9,9 @@ from kubeedge.plugins import hookimpl
 
 @hookimpl
 def kubeedge_register_edge_modules() -> list[type[Any]]:
+    from kubeedge.edge.edgehub import EdgeHub
     from kubeedge.edge.mappers import MappersModule
     from kubeedge.edge.standalone import StandaloneSource
     from kubeedge.twin.module import TwinModule
 
-    return [TwinModule, StandaloneSource, MappersModule]
+    return [TwinModule, StandaloneSource, EdgeHub, MappersModule]

@@ -24,7 +24,7 @@ from kubeedge.supervisor import Supervised, Supervisor
 
 log = logging.getLogger(__name__)
 
-BUILTIN_MODULES = ("twin", "standalone", "mappers")
+BUILTIN_MODULES = ("twin", "standalone", "edgehub", "mappers")
 
 
 class EdgeCore:
@@ -52,6 +52,9 @@ class EdgeCore:
             if entry is not None and not entry.enabled:
                 continue
             if name == "standalone" and config.manifests is None and entry is None:
+                continue
+            # the device source: a manifest folder or the cloud (never both: EdgeConfig refuses it)
+            if name == "edgehub" and config.cloud is None and entry is None:
                 continue
             names.append(name)
         names += [n for n, e in config.modules.items() if e.enabled and n not in names]

@@ -23,6 +23,7 @@ import logging
 import re
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -148,6 +149,7 @@ class TwinModule(EdgeModule):
         self._converge_wake = asyncio.Event()
         self.convergence.on_armed = self._converge_wake.set
         self._converger: Supervised | None = None
+        self._change_listeners: list[Callable[[set[tuple[str, str]], set[str]], None]] = []
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -182,6 +184,20 @@ class TwinModule(EdgeModule):
         self._checkpoints.shutdown(wait=True)
         await loop.run_in_executor(self._db, self.store.close)
         self._db.shutdown(wait=True)
+
+    def add_change_listener(self, listener: Callable[[set[tuple[str, str]], set[str]], None]) -> None:
+        """Call ``listener(twins, devices)`` after each commit: the ``(device key, property)``
+        pairs and the device keys (state, lastOnlineTime) whose stored state may have changed;
+        it reads them from :attr:`devices`. Called on the event loop; it must not block (the edge
+        hub queues what changed for the cloud)."""
+        self._change_listeners.append(listener)
+
+    def _tell_changes(self, pending: _Pending) -> None:
+        for listener in self._change_listeners:
+            try:
+                listener(pending.twins, pending.devices)
+            except Exception:  # a listener's bug must not stop the writer
+                log.exception("twin: change listener %r failed", listener)
 
     async def flush(self) -> None:
         """Wait until everything applied so far is committed and published."""
@@ -860,6 +876,7 @@ class TwinModule(EdgeModule):
                 retry = 0.1
                 self.stats.commits += 1
                 self.stats.persisted_rows += len(batch.twins)
+                self._tell_changes(pending)
             for topic, payload, qos in pending.outputs:
                 try:
                     self.bus.publish(topic, payload, qos=qos)
