@@ -21,6 +21,7 @@ from kubeedge.api.manifests import ManifestLimits, manifest_files, read_document
 from kubeedge.api.validation import validate_documents
 from kubeedge.errors import ConfigError
 from kubeedge.module import EdgeContext, EdgeModule
+from kubeedge.supervisor import Supervised
 
 log = logging.getLogger(__name__)
 
@@ -52,7 +53,7 @@ class StandaloneSource(EdgeModule):
         self.folder = folder
         self._good: dict[str, list[Any]] = {}
         self._seen: list[tuple[str, int, int]] = []
-        self._task: asyncio.Task[None] | None = None
+        self._task: Supervised | None = None
         self._stop = asyncio.Event()
         self.reloads = 0
 
@@ -60,7 +61,7 @@ class StandaloneSource(EdgeModule):
         if not self.folder.is_dir():
             raise ConfigError(f"manifests: {self.folder} is not a folder")
         self.reload()
-        self._task = asyncio.create_task(self._watch(), name="standalone-watch")
+        self._task = self.context.supervisor.spawn("standalone-watch", self._watch)  # restarted if it fails
 
     async def stop(self) -> None:
         self._stop.set()

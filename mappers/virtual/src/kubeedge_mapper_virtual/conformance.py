@@ -11,7 +11,12 @@ DEVICES = ("conformance/conformance-device",)
 
 
 class VirtualSimulator(DeviceSimulator):
+    """The virtual device has no wire and no addresses: its values are Python values, and a write
+    of the wrong type is refused (``simulator.check_written``), as a real device refuses a wrong
+    wire form; ``device_value`` reads the simulated device, not the driver."""
+
     protocol: ClassVar[str] = "virtual"
+    point_error: ClassVar[str | None] = "simulated device error"
 
     async def start(self) -> None:
         SIMULATOR.reset()
@@ -48,6 +53,9 @@ class VirtualSimulator(DeviceSimulator):
 
     async def set_reachable(self, reachable: bool) -> None:
         SIMULATOR.set_reachable(DEVICES[0], reachable)
+
+    def open_connections(self) -> int:
+        return self._device().open_connections
 
     def bad_configs(self) -> list[BadConfig]:
         return [

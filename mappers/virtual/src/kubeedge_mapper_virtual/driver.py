@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from pydantic.alias_generators import to_camel
 
 from kubeedge import DeviceError, DeviceUnreachable, Driver, Emit, Property
-from kubeedge_mapper_virtual.simulator import SIMULATOR, SimulatedDevice, SimulatedProperty
+from kubeedge_mapper_virtual.simulator import SIMULATOR, SimulatedDevice, SimulatedProperty, check_written
 
 
 class _Config(BaseModel):
@@ -70,6 +70,13 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
         if not self.sim.reachable:
             raise DeviceUnreachable(f"virtual device {self.device.key} is switched off")
         self.sim.connects += 1
+        self.sim.open_connections += 1
+        self._connected = True
+
+    async def close(self) -> None:
+        if getattr(self, "_connected", False):
+            self._connected = False
+            self.sim.open_connections -= 1
 
     async def read(self, prop: Property[VirtualVisitor]) -> Any:
         return (await self.read_many([prop]))[0]
@@ -94,6 +101,10 @@ class VirtualDriver(Driver[VirtualDeviceConfig, VirtualVisitor]):
         failure = self.sim.failing.get(prop.name) or self.sim.failing_writes.get(prop.name)
         if failure:
             raise DeviceError(failure, code="simulated")
+        try:
+            check_written(prop.type, value)
+        except ValueError as exc:
+            raise DeviceError(str(exc), code="simulated") from None
         simulated = self._property(prop)
         simulated.value = value
         simulated.written = True

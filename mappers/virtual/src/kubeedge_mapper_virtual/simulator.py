@@ -62,6 +62,8 @@ class SimulatedDevice:
     failing_writes: dict[str, str] = field(default_factory=dict)
     writes: list[tuple[str, Any]] = field(default_factory=list)
     connects: int = 0
+    open_connections: int = 0
+    """Drivers connected and not closed yet (a driver's ``close`` must bring it back to 0)."""
     health: str = "online"
     """What the device's health check (``Driver.state``) answers."""
     health_error: str | None = None
@@ -69,6 +71,26 @@ class SimulatedDevice:
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)  # noqa: S311 - simulation, not cryptography
+
+
+WRITE_TYPES: dict[str, tuple[type, ...]] = {
+    "int": (int,),
+    "float": (float, int),
+    "double": (float, int),
+    "boolean": (bool,),
+    "string": (str,),
+    "bytes": (bytes,),
+}
+
+
+def check_written(kind: str, value: Any) -> None:
+    """A simulated device takes only values of its property's type, as a real one takes only its
+    wire form: ValueError for anything else (a str for an int, an int for a boolean)."""
+    allowed = WRITE_TYPES.get(kind)
+    if allowed is None:
+        return
+    if not isinstance(value, allowed) or (isinstance(value, bool) and bool not in allowed):
+        raise ValueError(f"a {kind} property cannot hold {value!r} ({type(value).__name__})")
 
 
 class Simulator:
