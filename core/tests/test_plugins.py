@@ -295,17 +295,37 @@ def run_edge_until(
     return output, log.read_text().split()
 
 
+ACME_DEVICE = """
+apiVersion: devices.kubeedge.io/v1beta1
+kind: DeviceModel
+metadata: {name: meter, namespace: default}
+spec:
+  protocol: acme
+  properties:
+    - {name: temperature, type: INT, accessMode: ReadOnly, visitors: {protocolName: acme, configData: {}}}
+---
+apiVersion: devices.kubeedge.io/v1beta1
+kind: Device
+metadata: {name: meter-1, namespace: default}
+spec:
+  deviceModelRef: {name: meter}
+  protocol: {protocolName: acme}
+  properties:
+    - {name: temperature, collectCycle: 100}
+"""
+
+
 def test_a_third_party_edge_module_runs_in_the_edge_when_enabled(venv: Path, tmp_path: Path) -> None:
     from kubeedge.bus import free_port
 
     manifests = tmp_path / "manifests"
     manifests.mkdir()
-    demo = Path(__file__).parents[1] / "src" / "kubeedge" / "demo" / "devices.yaml"
-    (manifests / "demo.yaml").write_text(demo.read_text())
+    # Served by this venv's acme mapper (reads 1): kubeedge-core alone brings no mapper.
+    (manifests / "acme.yaml").write_text(ACME_DEVICE)
     audit = tmp_path / "audit.log"
     base = (
         f"node: edge-1\nbus: {{listen: '127.0.0.1:{free_port()}'}}\ndataDir: data\n"
-        "manifests: manifests\nmappers: {virtual: {}}\n"
+        "manifests: manifests\nmappers: {acme: {}}\n"
     )
     twins = tmp_path / "data" / "twins.db"
 
