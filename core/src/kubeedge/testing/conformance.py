@@ -323,9 +323,10 @@ class _Run:
         lines.append(f"  device state: {state}" + (f" ({reason})" if reason and state == "offline" else ""))
         lines.append(f"  states reported: {self.history.describe_states(key)}")
         for problem in self.problems():
-            lines.append(f"  driver: {problem}")
+            if problem not in headline:
+                lines.append(f"  driver: {problem}")
             self._reported.add(problem)
-        tail = self.log.tail()
+        tail = self.log.tail(containing=key) or self.log.tail()
         if tail:
             lines.append("  runtime log, last lines:")
             lines += [f"    {line}" for line in tail]

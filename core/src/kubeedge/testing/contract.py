@@ -53,8 +53,8 @@ class DriverContract:
             return
         self._typed.add(prop.name)
         self.violation(
-            f"{method} returned {value!r} ({type(value).__name__}) for {prop.name!r}, a {prop.type} "
-            f"property: return {wanted}. The runtime would convert it silently and hide a decoding "
+            f"{method} returned {value!r} ({type(value).__name__}) for {prop.name!r} ({prop.type}): "
+            f"return {wanted}. The runtime would convert it silently and hide a decoding "
             f"bug; if the type is intended, give the point `loose_type='why'` in the simulator"
         )
 
