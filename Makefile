@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Every distribution of this repository, installed editable side by side.
-DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus
+DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus -e cloud
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-deps bench clean
@@ -27,7 +27,7 @@ demo: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core/src
+	$(BIN)/mypy core/src cloud/src
 	$(BIN)/lint-imports
 
 # Before anything else, so a missing package stops the run before lint, with the command to run.

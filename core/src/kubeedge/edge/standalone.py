@@ -1,25 +1,20 @@
 """Standalone mode: devices come from a folder of Device/DeviceModel manifests, followed live.
 
-The folder is validated with the same rules as ``kubeedge validate``, within the manifest limits
-(``modules.standalone.limits``). A file that cannot be read whole (YAML syntax, a limit) keeps
-its last good objects (an editor saving half a file must not remove devices); in a file that was
-read, an object with a problem keeps its last good version and the others are taken as they are.
-Every problem is logged with file, line, object and field.
+The folder is read by :class:`kubeedge.manifest_folder.ManifestFolder` (shared with the cloud's
+files source): validated with the same rules as ``kubeedge validate``, within the manifest limits
+(``modules.standalone.limits``), each file and object keeping its last good version.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
-from watchfiles import awatch
 
-from kubeedge.api.device import Device, DeviceModel
-from kubeedge.api.manifests import ManifestLimits, manifest_files, read_documents
-from kubeedge.api.validation import validate_documents
+from kubeedge.api.manifests import ManifestLimits
 from kubeedge.errors import ConfigError
+from kubeedge.manifest_folder import ManifestFolder
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.supervisor import Supervised
 
@@ -51,11 +46,9 @@ class StandaloneSource(EdgeModule):
                 "module standalone needs 'manifests': the folder of Device/DeviceModel manifests"
             )
         self.folder = folder
-        self._good: dict[str, list[Any]] = {}
-        self._seen: list[tuple[str, int, int]] = []
+        self.manifests = ManifestFolder(folder, settings.limits, log)
         self._task: Supervised | None = None
         self._stop = asyncio.Event()
-        self.reloads = 0
 
     async def start(self) -> None:
         if not self.folder.is_dir():
@@ -72,93 +65,20 @@ class StandaloneSource(EdgeModule):
     async def _watch(self) -> None:
         settings = self.settings
         assert isinstance(settings, StandaloneSettings)
-        async for changes in awatch(
-            self.folder,
-            debounce=settings.debounce_ms,
-            stop_event=self._stop,
-            rust_timeout=settings.rescan_ms,
-            yield_on_timeout=True,
-        ):
-            if not changes and self._signature() == self._seen:
-                continue
-            try:
-                self.reload()
-            except Exception:
-                log.exception("standalone: reading %s failed", self.folder)
+        await self.manifests.follow(self.reload, self._stop, settings.debounce_ms, settings.rescan_ms)
 
-    def _signature(self) -> list[tuple[str, int, int]]:
-        out = []
-        for path in manifest_files(self.folder):
-            try:
-                stat = path.stat()
-            except OSError:
-                continue
-            out.append((str(path), stat.st_mtime_ns, stat.st_size))
-        return out
+    @property
+    def reloads(self) -> int:
+        return self.manifests.reads
 
     def reload(self) -> None:
         """Read the folder and make the registry match it."""
-        self.reloads += 1
-        self._seen = self._signature()
-        settings = self.settings
-        assert isinstance(settings, StandaloneSettings)
-        documents, read_problems = read_documents([self.folder], settings.limits)
-        report = validate_documents(documents)
-        # A file that could not be read whole (YAML syntax, a limit) keeps its last good version
-        # whole: an editor saving half a file must not remove devices. In a file that was read,
-        # each object stands alone: a bad one keeps its last good version (or is not loaded), and
-        # never holds back the good objects beside it.
-        unreadable = {p.source for p in read_problems}
-        current: dict[str, list[Any]] = {}
-        kept: dict[str, str] = {}  # device key -> why its last good version is served
-        notes: list[str] = []  # every problem, for `kubeedge device list`
-        complete = True
-        for problem in read_problems:
-            log.warning("standalone: %s", problem)
-        for source in sorted(unreadable):
-            if source in self._good:
-                log.warning("standalone: %s has problems; keeping its last good version", source)
-                current[source] = self._good[source]
-                first = next(str(p) for p in read_problems if p.source == source)
-                for obj in current[source]:
-                    if isinstance(obj, Device):
-                        kept[obj.key] = f"manifest kept at its last good version: {first}"
-            else:
-                complete = False  # twins of devices it may hold are kept
-            served = " (its last good version is served)" if source in current else " (not loaded)"
-            notes += [str(p) + served for p in read_problems if p.source == source]
-        previous = {
-            (source, type(obj).__name__, obj.key): obj
-            for source, objs in self._good.items()
-            if source not in unreadable
-            for obj in objs
-        }
-        for checked in report.objects:
-            source = checked.document.source
-            if source in unreadable:
-                continue
-            if checked.valid:
-                current.setdefault(source, []).append(checked.obj)
-                continue
-            for problem in checked.problems:
-                log.warning("standalone: %s", problem)
-            old = previous.get((source, checked.kind, checked.key))
-            if old is not None:
-                log.warning("standalone: %s: keeping the last good version of %s", source, checked.label)
-                current.setdefault(source, []).append(old)
-                if isinstance(old, Device):
-                    kept[old.key] = f"manifest kept at its last good version: {checked.problems[0]}"
-            else:
-                complete = False
-            served = " (its last good version is served)" if old is not None else " (not loaded)"
-            notes += [str(p) + served for p in checked.problems]
-        self._good = current
+        contents = self.manifests.read()
         # shown by `kubeedge device list`, not only logged
-        self.context.registry.report_problems(kept, notes)
-        everything = [obj for objs in current.values() for obj in objs]
+        self.context.registry.report_problems(contents.kept, contents.notes)
         self.context.registry.replace(
-            [o for o in everything if isinstance(o, Device)],
-            [o for o in everything if isinstance(o, DeviceModel)],
+            contents.devices,
+            contents.models,
             # an object or file with problems and no last good version: twins it may hold are kept
-            complete=complete,
+            complete=contents.complete,
         )

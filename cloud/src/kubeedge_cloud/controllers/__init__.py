@@ -1,0 +1,1 @@
+"""Controllers: level-triggered reconcilers between the sources and the nodes."""

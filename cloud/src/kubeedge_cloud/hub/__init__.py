@@ -1,0 +1,1 @@
+"""The hub: the transport edge nodes connect to (websocket over TLS, one connection per node)."""

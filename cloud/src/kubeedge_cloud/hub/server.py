@@ -1,0 +1,157 @@
+"""The hub: the websocket server edge nodes connect to (``wss://HOST:PORT/v1/nodes/{node}/events``).
+
+Before the upgrade (websockets' ``process_request``), the path must name a node and the bearer
+token must be valid for it: a refusal is an HTTP 401 (missing, malformed, badly signed or expired
+token) or 403 (a token for another node), with the reason in the body, logged on the cloud (one
+line per peer and reason a minute). One connection per node: a new one replaces the old (the old
+may be a half-open socket the node gave up on). Frames beyond ``limits.maxMessageBytes`` close
+the connection (1009, "message too big"); beyond ``limits.messagesPerSecond`` the connection is
+read more slowly.
+"""
+
+from __future__ import annotations
+
+import http
+import logging
+import re
+import ssl
+from typing import Any
+
+from pydantic import BaseModel
+from websockets.asyncio.server import Server, ServerConnection, serve
+from websockets.datastructures import Headers
+from websockets.http11 import Request, Response
+
+from kubeedge.ratelimit import ThrottledLog
+from kubeedge_cloud.controllers.devices import DeviceController
+from kubeedge_cloud.hub.session import Session
+from kubeedge_cloud.module import CloudContext, CloudModule
+from kubeedge_cloud.tokens import check_token, load_or_create_secret
+
+log = logging.getLogger(__name__)
+refused_connections = ThrottledLog(log)
+
+PATH = re.compile(r"^/v1/nodes/([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?)/events$")
+
+
+class HubModule(CloudModule):
+    name = "hub"
+    order = 30
+
+    def __init__(self, context: CloudContext, settings: BaseModel) -> None:
+        super().__init__(context, settings)
+        self.sessions: dict[str, Session] = {}
+        self.server: Server | None = None
+        self.secret = b""
+        self.refused = 0
+        self.closed_too_big = 0
+        self.url = ""
+
+    async def start(self) -> None:
+        config = self.context.config
+        self.secret = load_or_create_secret(config.secret_path)
+        self.controller = self.context.find(DeviceController)
+        tls: ssl.SSLContext | None = None
+        if config.tls is not None:
+            tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+            tls.minimum_version = ssl.TLSVersion.TLSv1_2
+            tls.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+        host, port = config.listen_address
+        self.server = await serve(
+            self._serve,
+            host,
+            port,
+            ssl=tls,
+            process_request=self._check_request,
+            max_size=config.limits.max_message_bytes,
+            # Per-message deflate would cost every connection its own compression buffers (about
+            # 100 KB each): with thousands of nodes that is most of the cloud's memory.
+            compression=None,
+            ping_interval=20,
+            ping_timeout=20,
+            server_header=None,
+        )
+        bound = next(iter(self.server.sockets)).getsockname()
+        scheme = "wss" if tls else "ws"
+        shown = f"[{bound[0]}]" if ":" in bound[0] else bound[0]
+        self.url = f"{scheme}://{shown}:{bound[1]}"
+        log.info("hub listening on %s", self.url)
+
+    async def stop(self) -> None:
+        if self.server is not None:
+            self.server.close()
+            await self.server.wait_closed()
+            self.server = None
+
+    def describe(self) -> dict[str, Any]:
+        return {"hub": self.url}
+
+    def _check_request(self, connection: ServerConnection, request: Request) -> Response | None:
+        peer = _peer(connection)
+        match = PATH.match(request.path.split("?", 1)[0])
+        if match is None:
+            reason = "no such path: use /v1/nodes/NODE/events"
+            return self._refuse(connection, peer, http.HTTPStatus.NOT_FOUND, reason)
+        node = match.group(1)
+        token = _bearer(request.headers)
+        refusal = check_token(self.secret, token, node)
+        if refusal is not None:
+            return self._refuse(connection, peer, http.HTTPStatus(refusal.status), refusal.reason, node)
+        return None
+
+    def _refuse(
+        self, connection: ServerConnection, peer: str, status: http.HTTPStatus, reason: str, node: str = "?"
+    ) -> Response:
+        self.refused += 1
+        refused_connections.log(
+            (peer, str(status.value), reason[:40]),
+            f"refused a connection from {peer} for node {node}: {status.value} {reason}",
+        )
+        return connection.respond(status, reason + "\n")
+
+    async def _serve(self, connection: ServerConnection) -> None:
+        match = PATH.match(connection.request.path.split("?", 1)[0]) if connection.request else None
+        assert match is not None  # checked before the upgrade
+        node = match.group(1)
+        session = Session(connection, node, self.controller, self.context.config)
+        previous = self.sessions.get(node)
+        self.sessions[node] = session
+        replaced = self.controller.attach(session)
+        if previous is not None:
+            log.info("node %s connected again: closing its previous connection", node)
+            await previous.close("replaced by a newer connection of the same node")
+        elif replaced is not None:
+            self.controller.detach(replaced)
+        log.info("node %s connected from %s", node, _peer(connection))
+        try:
+            await session.run()
+        finally:
+            self.controller.detach(session)
+            if self.sessions.get(node) is session:
+                del self.sessions[node]
+            sent = connection.protocol.close_sent
+            code = sent.code if sent is not None else connection.close_code
+            if code == 1009:
+                self.closed_too_big += 1
+                limit = self.context.config.limits.max_message_bytes
+                refused_connections.log(
+                    (node, "1009"), f"node {node}: closed its connection: a message over {limit} bytes"
+                )
+            reason = sent.reason if sent is not None else connection.close_reason
+            log.info("node %s disconnected (%s %s)", node, code, reason or "")
+
+
+def _bearer(headers: Headers) -> str | None:
+    value = headers.get("Authorization")
+    if not value:
+        return None
+    scheme, _, token = value.partition(" ")
+    return token.strip() if scheme.lower() == "bearer" else None
+
+
+def _peer(connection: ServerConnection) -> str:
+    try:
+        address = connection.remote_address
+        return str(address[0]) if address else "?"
+    except (OSError, AttributeError):
+        return "?"

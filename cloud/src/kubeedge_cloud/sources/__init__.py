@@ -1,0 +1,1 @@
+"""Device sources: where Devices and DeviceModels come from and where their status goes."""
