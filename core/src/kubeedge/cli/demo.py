@@ -8,7 +8,10 @@ device. Everything lives in a temporary folder that is removed at the end (unles
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
+import math
 import shutil
 import tempfile
 import time
@@ -34,6 +37,11 @@ from kubeedge.plugins import installed_plugins
 SHOWCASE_DEVICE = "demo/thermostat-living-room"
 SHOWCASE_PROPERTY = "setpoint"
 SHOWCASE_VALUE = "23.5"
+SIGNIFICANT_DIGITS = {"float": 6, "double": 15}
+"""Decimal digits a value of the type keeps through text and back (C's FLT_DIG and DBL_DIG): the
+rest of a float32 reading printed as a double is noise."""
+HEX_UP_TO = 16
+"""Bytes values up to this length are shown in hex, longer ones in base64."""
 
 
 @click.command()
@@ -63,6 +71,8 @@ def demo(duration: float | None, port: int, keep: Path | None) -> None:
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
+    kept = f"kept in {keep}" if keep is not None else "its temporary folder removed"
+    click.echo(f"demo stopped: edge and broker shut down, {kept}.")
 
 
 def _prepare(workdir: Path, port: int) -> Path:
@@ -105,19 +115,25 @@ async def _run(config_path: Path, duration: float | None) -> None:
         if console.is_terminal:
             with Live(console=console, refresh_per_second=4, screen=False) as live:
                 while not stop.is_set():
+                    if showcase.outcome is not None and not showcase.shown:
+                        live.console.print(showcase.outcome)  # once, above the refreshing table
+                        showcase.shown = True
                     live.update(Group(intro, _table(core), showcase.render()))
                     await _wait(stop, 0.25)
         else:
             console.print(intro)
             next_print = 0.0
+            said = ""
             while not stop.is_set():
                 if time.monotonic() >= next_print:
                     console.print(_table(core))
-                    console.print(showcase.render())
                     next_print = time.monotonic() + 5
+                line = showcase.outcome or showcase.render()
+                if line != said:  # each line once, the outcome too
+                    console.print(line)
+                    said = line
                 await _wait(stop, 0.25)
             console.print(_table(core))
-            console.print(showcase.render())
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
         await client_bus.stop()
@@ -131,10 +147,16 @@ async def _wait(event: asyncio.Event, seconds: float) -> None:
 
 
 class _Showcase:
-    """Sets a desired value a few seconds in and reports how long it took to land."""
+    """Sets a desired value a few seconds in and reports how long it took to land.
+
+    ``outcome`` is the one line that says how it went (printed once, not with every refresh);
+    ``render()`` is what the refreshing display shows meanwhile.
+    """
 
     def __init__(self) -> None:
         self.status = "in 3 s the demo sets a desired value, as `kubeedge twin set` does ..."
+        self.outcome: str | None = None
+        self.shown = False
 
     async def run(self, client: EdgeClient) -> None:
         await asyncio.sleep(3)
@@ -144,16 +166,16 @@ class _Showcase:
             await client.set_desired(SHOWCASE_DEVICE, SHOWCASE_PROPERTY, SHOWCASE_VALUE)
             await client.wait_reported(SHOWCASE_DEVICE, SHOWCASE_PROPERTY, SHOWCASE_VALUE, timeout=10)
         except KubeEdgeError as exc:
-            self.status = f"[red]desired value did not land: {escape(str(exc))}[/]"
+            self.outcome = f"[red]✗ desired value did not land: {escape(str(exc))}[/]"
             return
         took = (time.monotonic() - started) * 1000
-        self.status = (
+        self.outcome = (
             f"[green]✓ desired {SHOWCASE_PROPERTY}={SHOWCASE_VALUE} landed on {SHOWCASE_DEVICE}: "
             f"written, read back and reported in {took:.0f} ms[/]"
         )
 
     def render(self) -> str:
-        return self.status
+        return "" if self.outcome is not None else self.status
 
 
 def _intro(config_path: Path, manifests: Path | None) -> Panel:
@@ -186,7 +208,7 @@ def _table(core: Any) -> Table:
             if record.deleted:
                 continue
             pending = record.expected is not None and record.expected != record.actual
-            reported = escape(record.actual if record.actual is not None else "-")
+            reported = escape(shown_value(record.type, record.actual) if record.actual is not None else "-")
             if record.error:
                 reported = f"[red]{escape(record.error)}[/]"
             age = f"{(now - record.actual_ts) / 1000:.1f}s" if record.actual_ts else "-"
@@ -195,9 +217,9 @@ def _table(core: Any) -> Table:
                 _state(device.state) if first else "",
                 name,
                 record.type,
-                f"[yellow]{escape(record.expected)}[/]"
+                f"[yellow]{escape(shown_value(record.type, record.expected))}[/]"
                 if pending and record.expected
-                else escape(record.expected or ""),
+                else escape(shown_value(record.type, record.expected or "")),
                 reported,
                 age,
             )
@@ -208,3 +230,27 @@ def _table(core: Any) -> Table:
 def _state(state: str | None) -> str:
     colour = {"online": "green", "offline": "red", "unhealthy": "yellow"}.get(state or "", "dim")
     return f"[{colour}]{state or 'unknown'}[/]"
+
+
+def shown_value(kind: str, value: str) -> str:
+    """A twin value as the demo's table shows it: a float or double to its type's precision
+    (:data:`SIGNIFICANT_DIGITS`), bytes labelled as hex or base64; anything else as it is."""
+    if not value:
+        return value
+    if kind in SIGNIFICANT_DIGITS:
+        try:
+            number = float(value)
+        except ValueError:
+            return value
+        if not math.isfinite(number):
+            return value
+        return f"{number:.{SIGNIFICANT_DIGITS[kind]}g}"
+    if kind == "bytes":
+        try:
+            data = base64.b64decode(value, validate=True)
+        except (binascii.Error, ValueError):
+            return value
+        if len(data) <= HEX_UP_TO:
+            return f"hex {data.hex()}"
+        return f"base64 {value} ({len(data)} bytes)"
+    return value
