@@ -134,7 +134,8 @@ class HubStats:
 
 class EdgeHub(EdgeModule):
     name = "edgehub"
-    order = 30  # a device source: after the twin (10), before the mappers (40)
+    # order: the default; built-in modules of equal order start as BUILTIN_MODULES lists them
+    # (twin, the device source, mappers): the twin must be there to listen to
     settings_model = NoSettings  # its settings are the `cloud:` section
 
     def __init__(self, context: EdgeContext, settings: BaseModel) -> None:
