@@ -148,3 +148,19 @@ async def test_a_device_that_cannot_be_encoded_is_left_out_of_the_snapshot_and_n
     assert keys == ["default/good"]
     named = [r.getMessage() for r in caplog.records if "default/bad" in r.getMessage()]
     assert named and "left out" in named[0], [r.getMessage() for r in caplog.records]
+
+
+async def test_an_integer_beyond_64_bits_in_config_data_is_served_and_blocks_nobody(edge, tmp_path) -> None:
+    # Found by hack/fuzz_manifests.py: within the digit limit, but the mapper's restart
+    # fingerprint (orjson) refused it, and the snapshot stopped at that device: every device of
+    # the protocol after it went unserved.
+    manifests = tmp_path / "edge" / "manifests"
+    manifests.mkdir(parents=True)
+    big = device("big", config={"seed": 123456789012345678901234567890})
+    (manifests / "a.yaml").write_text(yaml.safe_dump_all([model(), big, device("after")]))
+    handle = await edge(workdir=tmp_path / "edge")  # both arrive in the mapper's first snapshot
+    await handle.wait_reported("default/after", "label", "hello")
+    await handle.wait_reported("default/big", "label", "hello")
+    # and as an upsert, at run time
+    handle.write_manifest("b.yaml", device("big-2", config={"seed": -(10**40)}))
+    await handle.wait_reported("default/big-2", "label", "hello")

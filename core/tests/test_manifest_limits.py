@@ -269,3 +269,33 @@ def test_model_and_device_survive_validated_documents() -> None:
     assert found == []
     assert DeviceModel.model_validate(model_doc.data).key == "ns/m"
     assert Device.model_validate(device_doc.data).key == "ns/d"
+
+
+@pytest.mark.parametrize(
+    ("text", "words"),
+    [
+        ("node: [" + "[" * 400 + "]" * 400 + "]\n", "maxDepth"),  # RecursionError before
+        ("node: " + "9" * 5000 + "\n", "maxIntegerDigits"),  # ValueError before
+        ("node: edge-1\nbus: " + "{a: &a [*a]}" + "\n", "recursive alias"),
+    ],
+    ids=["deep", "bigint", "recursive"],
+)
+def test_edge_config_is_read_within_the_same_limits(tmp_path: Path, text: str, words: str) -> None:
+    from kubeedge.config import load_config
+
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert str(caught.value).startswith(f"{path}:") and words in str(caught.value)
+
+
+def test_edge_config_errors_quote_a_bounded_prefix(tmp_path: Path) -> None:
+    from kubeedge.config import load_config
+
+    path = tmp_path / "edge.yaml"
+    path.write_text("node: " + "x" * 100_000 + "\n")
+    with pytest.raises(ConfigError) as caught:
+        load_config(path)
+    assert "node: " in str(caught.value) and "(100" in str(caught.value)
+    assert len(str(caught.value)) < 600

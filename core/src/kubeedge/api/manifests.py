@@ -278,6 +278,19 @@ def parse_documents(
     return documents, problems
 
 
+def load_yaml(source: str, text: str, limits: ManifestLimits = DEFAULT_LIMITS) -> Any:
+    """The data of a one-document YAML text (a configuration file), read within ``limits``.
+
+    ``None`` for an empty text; ``ValueError`` with the problem (file, line, what) otherwise.
+    """
+    documents, problems = parse_documents(source, text, limits)
+    if problems:
+        raise ValueError(str(problems[0]))
+    if len(documents) > 1:
+        raise ValueError(f"{source}: expected one YAML document, found {len(documents)}")
+    return documents[0].data if documents else None
+
+
 def _too_big(source: str, size: int, limits: ManifestLimits) -> Problem:
     return Problem(
         source,

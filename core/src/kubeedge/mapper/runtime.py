@@ -111,9 +111,11 @@ def fingerprint(device: Device, model: DeviceModel) -> bytes:
     spec = device.spec.model_dump(mode="json", exclude_none=True)
     for prop in spec.get("properties", []):
         prop.pop("desired", None)
-    text = orjson.dumps(
-        [spec, model.spec.model_dump(mode="json", exclude_none=True)], option=orjson.OPT_SORT_KEYS
-    )
+    both = [spec, model.spec.model_dump(mode="json", exclude_none=True)]
+    try:
+        text = orjson.dumps(both, option=orjson.OPT_SORT_KEYS)
+    except TypeError:  # an integer beyond 64 bits in configData, which orjson cannot write
+        text = json.dumps(both, sort_keys=True).encode()
     return hashlib.blake2b(text, digest_size=16).digest()
 
 
@@ -659,9 +661,7 @@ class MapperRuntime:
             for key in stopped:
                 await self._remove(key, quiet=True)
             started = [
-                key
-                for key, (device, model) in wanted.items()
-                if await self._upsert(device, model, quiet=True)
+                key for key, (device, model) in wanted.items() if await self._serve(device, model, quiet=True)
             ]
             log.info(
                 "mapper %s: snapshot from edge node %s: %d device(s); %d (re)started, %d stopped, "
@@ -681,7 +681,7 @@ class MapperRuntime:
             for assignment in message.devices:
                 parsed = self._parse(assignment)
                 if parsed is not None:
-                    await self._upsert(*parsed)
+                    await self._serve(*parsed)
         else:
             for key in message.keys:
                 await self._remove(key)
@@ -698,6 +698,15 @@ class MapperRuntime:
         except ValidationError as exc:
             log.warning("mapper %s: assignment with an invalid device: %s", self.protocol, exc)
             return None
+
+    async def _serve(self, device: Device, model: DeviceModel, quiet: bool = False) -> bool:
+        """:meth:`_upsert`, with a failure confined to this device: the others of the message are
+        still served."""
+        try:
+            return await self._upsert(device, model, quiet=quiet)
+        except Exception:
+            log.exception("mapper %s: device %s could not be set up", self.protocol, device.key)
+            return False
 
     async def _upsert(self, device: Device, model: DeviceModel, quiet: bool = False) -> bool:
         """Serve a device (again, if it changed); False if it is served unchanged already.
