@@ -130,25 +130,45 @@ def edge_status(config_path: Path | None, output: str) -> None:
     """
     config = _config(config_path)
 
+    from kubeedge.edge.edgehub import CLOUD_STATUS, CloudLinkStatus
+
+    link: dict[str, CloudLinkStatus] = {}
+
     async def fetch(client: EdgeClient) -> EdgeStatus | None:
         got: asyncio.Future[EdgeStatus] = asyncio.get_running_loop().create_future()
+        got_link = asyncio.Event()
 
         def on_status(_topic: str, payload: bytes) -> None:
             with contextlib.suppress(ValueError):
                 if not got.done():
                     got.set_result(EdgeStatus.model_validate_json(payload))
 
+        def on_link(_topic: str, payload: bytes) -> None:
+            with contextlib.suppress(ValueError):
+                link["cloud"] = CloudLinkStatus.model_validate_json(payload)
+                got_link.set()
+
+        if config.cloud is not None:  # the edge hub's link and outbox (retained, like the status)
+            client.bus.subscribe(topics.edge_topic(config.node, CLOUD_STATUS), on_link, qos=1)
         client.bus.subscribe(topics.edge_topic(config.node, topics.EDGE_STATUS), on_status, qos=1)
         try:
-            return await asyncio.wait_for(got, 2)  # retained: here at once if the edge ever ran
+            status = await asyncio.wait_for(got, 2)  # retained: here at once if the edge ever ran
         except TimeoutError:
             return None
+        if config.cloud is not None:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(got_link.wait(), 1)
+        return status
 
     status = _run(_with_edge(config, fetch))
     if status is None:
         raise click.ClickException(f"edge node {config.node} has never said its status on this bus")
+    cloud = link.get("cloud")
     if output == "json":
-        click.echo(status.model_dump_json(indent=2))
+        body = status.model_dump(mode="json")
+        if cloud is not None:
+            body["cloud"] = cloud.model_dump(mode="json")
+        click.echo(json.dumps(body, indent=2))
     else:
         colour = "green" if status.state == "online" and not status.problems else "red"
         console.print(f"edge {config.node} [{colour}]{status.state}[/]  instance {status.instance}")
@@ -157,8 +177,31 @@ def edge_status(config_path: Path | None, output: str) -> None:
             console.print(f"  [red]problem[/]   {escape(problem)}")
         if not status.problems:
             console.print("  problems  none")
+        if cloud is not None:
+            _print_cloud_link(cloud)
+        elif config.cloud is not None:
+            console.print(f"  cloud     {escape(config.cloud.url)}: [yellow]no link status from the edge[/]")
     if status.state != "online" or status.problems:
         sys.exit(1)
+
+
+def _print_cloud_link(cloud: Any) -> None:
+    """The edge hub's link and outbox (an edge in cloud mode)."""
+    colour = {"connected": "green", "refused": "red"}.get(cloud.state, "yellow")
+    synced = ", synced" if cloud.synced else ""
+    console.print(
+        f"  cloud     {escape(cloud.url)} [{colour}]{cloud.state}[/]{synced}, {cloud.objects} object(s) held"
+    )
+    if cloud.reason and cloud.state != "connected":
+        console.print(f"            {escape(cloud.reason)}")
+    box = cloud.outbox
+    dropped = box.get("dropped_entries", 0)
+    size = f"{box.get('bytes', 0)} of {box.get('max_bytes', 0)} bytes"
+    console.print(
+        f"  outbox    {box.get('entries', 0)} entr(y/ies), {size}; "
+        f"dropped {'[red]' if dropped else ''}{dropped}{'[/]' if dropped else ''} "
+        f"({box.get('dropped_bytes', 0)} bytes), refused by the cloud {box.get('refused_entries', 0)}"
+    )
 
 
 def stop_on_signals() -> asyncio.Event:
@@ -188,6 +231,8 @@ def _print_started(core: Any) -> None:
     console.print(f"  data      {config.data_dir}")
     if config.manifests:
         console.print(f"  manifests {config.manifests} ({len(ctx.registry)} device(s))")
+    if config.cloud is not None:
+        console.print(f"  cloud     {config.cloud.url} ({len(ctx.registry)} device(s) known)")
     console.print(f"  modules   {', '.join(m.name for m in core.modules)}")
     console.print(f"  mappers   {', '.join(config.enabled_mappers()) or 'none in process'}")
 
