@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import http
 import logging
+import re
 import ssl
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -404,3 +405,18 @@ def test_relative_token_and_ca_files_are_relative_to_the_config_file(tmp_path) -
 def test_a_plain_websocket_is_refused_beyond_loopback() -> None:
     with pytest.raises(ValueError, match="ws:// \\(no TLS\\) only to a loopback address"):
         EdgeConfig.model_validate({"cloud": {"url": "ws://10.1.2.3:10000", "token": "t"}})
+
+
+def test_the_readmes_cloud_keys_are_a_valid_configuration(tmp_path) -> None:
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    block = re.search(r"`edge.yaml` \(every key is optional\):\n\n```yaml\n(.*?)```", readme, re.S)
+    assert block is not None
+    lines = [line[1:] if line.startswith("#") else line for line in block.group(1).splitlines()]
+    text = "\n".join(line for line in lines if not line.startswith("manifests:"))
+    assert "cloud:" in text
+    path = tmp_path / "edge.yaml"
+    path.write_text(text)
+    cloud = load_config(path).cloud
+    assert cloud is not None and cloud.url == "wss://cloud:10000"
+    assert cloud.queue.max_bytes == 64 * 1024 * 1024 and cloud.batch_delay_ms == 100
+    assert cloud.token_file == tmp_path / "node.token"
