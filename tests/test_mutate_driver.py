@@ -8,9 +8,12 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 SCRIPT = Path(__file__).resolve().parents[1] / "hack" / "mutate_driver.py"
 
 
+@pytest.mark.timeout(600)  # a scaffold's suite run seven times (the unmutated one and six mutants)
 def test_the_conformance_suite_catches_the_quick_mutants() -> None:
     result = subprocess.run(
         [sys.executable, str(SCRIPT), "--quick"], capture_output=True, text=True, timeout=600
