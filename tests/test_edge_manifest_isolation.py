@@ -164,3 +164,14 @@ async def test_an_integer_beyond_64_bits_in_config_data_is_served_and_blocks_nob
     # and as an upsert, at run time
     handle.write_manifest("b.yaml", device("big-2", config={"seed": -(10**40)}))
     await handle.wait_reported("default/big-2", "label", "hello")
+
+
+async def test_the_edge_reads_its_folder_within_the_limits_it_is_given(edge) -> None:
+    modules = {"standalone": {"debounceMs": 50, "rescanMs": 100, "limits": {"maxIntegerDigits": 3}}}
+    handle = await edge(modules=modules)
+    slow = device("slow", properties=[{"name": "label", "collectCycle": 10000}])
+    handle.write_manifest("a.yaml", model(), device("one"))
+    handle.write_manifest("b.yaml", slow)  # a limit makes the whole file unreadable
+    await handle.wait_reported("default/one", "label", "hello")
+    await wait_for(lambda: "maxIntegerDigits" in problems_of(handle), what="the limit named")
+    assert "default/slow" not in handle.twin.devices
