@@ -274,6 +274,7 @@ class Session:
         if self._sync_answer_due:
             self._sync_answer_due = False
             self._answer(None, channel.SYNCED, {"sent": sent})
+            log.info("node %s synced: %d object(s) sent, %d held already", self.node, sent, len(self.held))
         return sent
 
     def _send_object(self, resource: str, operation: str, version: str | None, content: Any) -> None:
