@@ -143,9 +143,9 @@ MUTANTS = [
         "closed-connection-as-device-error",
         "outage",
         [('raise DeviceUnreachable(f"', 'raise DeviceError(f"')],
-        survivor="the simulator's outage is a silent network (reads time out), not a closed socket; a "
-        "device that closes connections while it stays up would show it (a second outage kind costs "
-        "another outage window in every mapper's suite)",
+        survivor="equivalent here: after a device restart (test_device_restart_is_reconnected) the "
+        "dead connection's next request fails with ConnectionResetError, which takes the device offline "
+        "and drops the batch the DeviceError was in; it shows only if the closed read is the batch's last",
     ),
     # close()
     Mutant("close-leaks", "close", [("            writer.close()\n", "            pass\n")]),

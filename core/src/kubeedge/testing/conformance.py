@@ -705,6 +705,42 @@ class MapperConformance:
         await run.online(key, timeout=self.timeout + 30)
         await run.value(key, point, point.changed, "after the device came back")
 
+    async def test_device_restart_is_reconnected(
+        self, deployed: tuple[_Run, str], mapper_simulator: DeviceSimulator
+    ) -> None:
+        """The device goes away and is back at once (a reboot: its connections are gone): the
+        mapper reconnects and reads it again, never stays with a dead connection."""
+        run, key = deployed
+        point = next(p for p in run.points.values() if p.changed is not None)
+        await run.value(key, point, point.initial, "reported")
+        await mapper_simulator.set_reachable(False)
+        await mapper_simulator.set_reachable(True)
+        await mapper_simulator.set_device_value(point.name, point.changed)
+        unhealthy_since: list[float] = []
+
+        def stays_unhealthy() -> str | None:
+            if run.state(key) != "unhealthy":
+                unhealthy_since.clear()
+                return None
+            unhealthy_since[:] = unhealthy_since or [time.monotonic()]
+            if time.monotonic() - unhealthy_since[0] < 1.0:
+                return None
+            return "the device stays unhealthy: a dead connection must raise DeviceUnreachable or OSError"
+
+        await run.until(
+            f"{point.name} ({point.type}) read after the device restarted: "
+            f"expected {_text(point, point.changed)!r}",
+            lambda: (
+                run.state(key) == "online" and _same(point, run.edge.reported(key, point.name), point.changed)
+                if run.edge is not None
+                else False
+            ),
+            key,
+            point.name,
+            [*(run.has_error(key, name) for name in run.points), stays_unhealthy],
+            timeout=self.timeout + 30,
+        )
+
     async def test_device_deployed_while_down_stays_offline_and_closes_cleanly(
         self, run: _Run, mapper_simulator: DeviceSimulator
     ) -> None:
