@@ -64,8 +64,8 @@ class HubModule(CloudModule):
             ssl=tls,
             process_request=self._check_request,
             max_size=config.limits.max_message_bytes,
-            # Per-message deflate would cost every connection its own compression buffers (about
-            # 100 KB each): with thousands of nodes that is most of the cloud's memory.
+            # Per-message deflate would cost every connection its own zlib buffers: with thousands
+            # of nodes, most of the cloud's memory, for frames of a few hundred bytes.
             compression=None,
             ping_interval=20,
             ping_timeout=20,
