@@ -28,7 +28,7 @@ the device; write a desired value that the simulator, decoding by the protocol's
 and the mapper reads back; refuse a write to a ReadOnly point (at the edge, and in the mapper when
 a desired value reaches it around the edge); map a device error to the property, keeping the
 device online; stay offline, with the reason, for a whole outage and for a device deployed while
-down, and come back; ``close()`` that never raises and leaves no connection open; writes while
+down, and come back; reconnect to a device that restarted; ``close()`` that never raises and leaves no connection open; writes while
 polling at the fastest cycle; refuse bad configData with the field named.
 
 While every test runs, the driver is watched (:mod:`kubeedge.testing.contract`,

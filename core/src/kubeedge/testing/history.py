@@ -36,6 +36,8 @@ class StateChange:
     at: float
     key: str
     state: str
+    reason: str | None = None
+    """Why, when the runtime says (its ``reason`` field)."""
 
 
 class BusHistory:
@@ -78,11 +80,13 @@ class BusHistory:
 
     def _on_state(self, topic: str, payload: bytes) -> None:
         try:
-            state = json.loads(payload).get("state")
+            body = json.loads(payload)
+            state, reason = body.get("state"), body.get("reason")
         except (ValueError, AttributeError):
             return
         if isinstance(state, str):
-            self.states.append(StateChange(time.monotonic(), self._key(topic), state))
+            reason = reason if isinstance(reason, str) else None
+            self.states.append(StateChange(time.monotonic(), self._key(topic), state, reason))
 
     # ----------------------------------------------------------------- questions
 
@@ -99,7 +103,10 @@ class BusHistory:
         changes = self.states_of(key)
         if not changes:
             return "no state reported"
-        return ", ".join(f"{c.state} at {c.at - self.started:.2f}s" for c in changes[-8:])
+        return ", ".join(
+            f"{c.state} at {c.at - self.started:.2f}s" + (f" ({c.reason})" if c.reason else "")
+            for c in changes[-8:]
+        )
 
     def describe_reports(self, key: str, prop: str, since: float = 0.0) -> str:
         reports = self.of(key, prop)
