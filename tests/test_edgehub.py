@@ -25,7 +25,7 @@ import yaml
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from kubeedge.api.channel import Message, Route, parse_message
+from kubeedge.api.channel import Message, ReportContent, Route, parse_message
 from kubeedge.bus import free_port
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.edge.core import EdgeCore
@@ -139,6 +139,7 @@ class ScriptedHub:
                         )
                     )
                 elif route.operation == "report":
+                    ReportContent.model_validate(message.content)  # the shape the cloud reads
                     self.reports.append(message.content)
                     if self.ack_reports:
                         ack = Message(route=Route(source="cloudhub", group="hub", operation="ack"))

@@ -57,7 +57,6 @@ from kubeedge.api.channel import (
     Message,
     Route,
     SyncContent,
-    TwinStatus,
     parse_message,
     split_resource,
 )
@@ -498,16 +497,17 @@ class EdgeHub(EdgeModule):
             value = record.twins.get(name)
             if prop is None or value is None or value.deleted or prop.report_to_cloud is False:
                 continue
-            status = TwinStatus(
-                reported=value.actual,
-                reported_at=value.actual_ts,
-                observed_desired=value.expected,
-                observed_desired_at=value.expected_ts,
-                type=value.type,
-                error=value.error,
-            )
+            # the fields of channel.TwinStatus, as a dict: this runs for every change at any rate
+            status = {
+                "reported": value.actual,
+                "reported_at": value.actual_ts,
+                "observed_desired": value.expected,
+                "observed_desired_at": value.expected_ts,
+                "type": value.type,
+                "error": value.error,
+            }
             cycle = cycle_ms(prop.report_cycle) if prop.report_cycle is not None else 0
-            self._queue(key, name, orjson.dumps(status.model_dump()), cycle)
+            self._queue(key, name, orjson.dumps(status), cycle)
         for key in devices:
             record = twin.devices.get(key)
             served = registry.get(key)
@@ -748,4 +748,6 @@ def _network_reason(exc: BaseException) -> str:
         return "timed out"
     if isinstance(exc, OSError) and exc.strerror:
         return exc.strerror
+    if isinstance(exc, ConnectionResetError):
+        return "connection reset by the peer"
     return str(exc) or type(exc).__name__
