@@ -16,7 +16,7 @@ from kubeedge.bus import BusClient, EmbeddedBroker
 from kubeedge.config import EdgeConfig
 from kubeedge.edge.assignments import AssignmentPublisher, status_payload
 from kubeedge.errors import ConfigError, PluginError
-from kubeedge.memory import trim_periodically
+from kubeedge.memory import trim, trim_periodically
 from kubeedge.module import EdgeContext, EdgeModule
 from kubeedge.plugins import PluginHost
 from kubeedge.registry import DeviceRegistry
@@ -129,7 +129,8 @@ class EdgeCore:
             # of the garbage collector's full scans, which otherwise pause the loop for tens of ms.
             gc.collect()
             gc.freeze()
-            self._trimmer = self.supervisor.spawn("memory-trim", trim_periodically)
+            if trim():  # else this C library cannot (musl, macOS): a trimmer would end at once
+                self._trimmer = self.supervisor.spawn("memory-trim", trim_periodically)
         except BaseException:
             await self.stop()
             raise
