@@ -215,7 +215,35 @@ MUTANTS = [
         "mapping",
         [("number = float(text) * scale", "number = round(float(text) * scale, 1)")],
     ),
+    Mutant(
+        "sign-lost-on-read",
+        "mapping",
+        [("number = float(text) * scale", "number = abs(float(text)) * scale")],
+    ),
+    Mutant(
+        "read-cached",
+        "mapping",
+        [
+            (
+                "    async def read(self, prop",
+                "    _cache: dict[str, Any] = {}\n\n    async def read(self, prop",
+            ),
+            (
+                '        return _decode(prop.type, await self._call(f"GET {prop.visitor.point}"), prop.visitor.scale)',
+                "        if prop.name not in self._cache:\n"
+                "            self._cache[prop.name] = _decode(\n"
+                '                prop.type, await self._call(f"GET {prop.visitor.point}"), prop.visitor.scale\n'
+                "            )\n"
+                "        return self._cache[prop.name]",
+            ),
+        ],
+    ),
     # the wire form of written values
+    Mutant(
+        "bool-written-inverted",
+        "wire form",
+        [('return "true" if value else "false"', 'return "false" if value else "true"')],
+    ),
     Mutant(
         "bool-written-as-python", "wire form", [('return "true" if value else "false"', "return str(value)")]
     ),
