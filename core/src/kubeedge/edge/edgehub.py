@@ -86,6 +86,8 @@ SOURCE = "edgehub"
 _ENVELOPE_BYTES = 1024
 """Room kept in a report for the message's own fields."""
 _STATUS_INTERVAL = 1.0
+_INBOX = 512
+"""Messages from the cloud waiting to be handled (and objects stored in one transaction)."""
 
 LinkState = Literal["connecting", "connected", "disconnected", "refused", "stopped"]
 
@@ -118,6 +120,20 @@ class _Refused(Exception):
 class _Held:
     version: str
     obj: Device | DeviceModel
+
+
+@dataclass
+class _Changes:
+    """Objects received and not yet stored: resource -> the object, or None (deleted)."""
+
+    held: dict[str, _Held | None] = field(default_factory=dict)
+    puts: dict[str, StoredObject] = field(default_factory=dict)
+    acks: list[str] = field(default_factory=list)
+
+    def clear(self) -> None:
+        self.held.clear()
+        self.puts.clear()
+        self.acks.clear()
 
 
 @dataclass
@@ -317,8 +333,19 @@ class EdgeHub(EdgeModule):
                 "edgehub: connected to %s; sync with %d object version(s)", self.cloud.url, len(versions)
             )
             self._wake.set()
-            async for frame in ws:
-                await self._on_frame(ws, frame)
+            inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=_INBOX)
+            handler = asyncio.create_task(self._handle(ws, inbox), name="edgehub-handle")
+            try:
+                async for frame in ws:
+                    message = await self._parse(ws, frame)
+                    if message is not None:
+                        await inbox.put(message)  # full: the cloud waits (TCP pushes back)
+                    if handler.done():
+                        break
+            finally:
+                handler.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await handler  # a failure in it is raised here: the connection starts over
         finally:
             self._ws = None
             with contextlib.suppress(Exception):
@@ -362,19 +389,36 @@ class EdgeHub(EdgeModule):
 
     # ----------------------------------------------------------------- downstream
 
-    async def _on_frame(self, ws: ClientConnection, frame: str | bytes) -> None:
+    async def _parse(self, ws: ClientConnection, frame: str | bytes) -> Message | None:
         try:
-            message = parse_message(frame)
+            return parse_message(frame)
         except WireError as exc:
             log.warning("edgehub: malformed message from the cloud: %s", exc.reason)
             await self._error(ws, "", exc.code, exc.reason)
-            return
+            return None
+
+    async def _handle(self, ws: ClientConnection, inbox: asyncio.Queue[Message]) -> None:
+        """Messages in order; the objects among those waiting are stored in one transaction
+        (a sync of a thousand devices is a few commits, not a thousand), then acked."""
+        while True:
+            batch = [await inbox.get()]
+            while not inbox.empty() and len(batch) < _INBOX:
+                batch.append(inbox.get_nowait())
+            changes = _Changes()
+            for message in batch:
+                route = message.route
+                if route.group == channel.RESOURCE and route.operation in (channel.INSERT, channel.UPDATE):
+                    await self._on_object(ws, message, changes)
+                elif route.group == channel.RESOURCE and route.operation == channel.DELETE:
+                    await self._on_delete(ws, message, changes)
+                else:
+                    await self._commit(ws, changes)
+                    await self._on_hub(ws, message)
+            await self._commit(ws, changes)
+
+    async def _on_hub(self, ws: ClientConnection, message: Message) -> None:
         route = message.route
-        if route.group == channel.RESOURCE and route.operation in (channel.INSERT, channel.UPDATE):
-            await self._on_object(ws, message)
-        elif route.group == channel.RESOURCE and route.operation == channel.DELETE:
-            await self._on_delete(ws, message)
-        elif route.group == channel.HUB and route.operation == channel.SYNCED:
+        if route.group == channel.HUB and route.operation == channel.SYNCED:
             await self._on_synced(message)
         elif route.group == channel.HUB and route.operation == channel.ACK:
             await self._on_ack(message.header.parent_msg_id)
@@ -386,7 +430,7 @@ class EdgeHub(EdgeModule):
             reason = f"{route.group}/{route.operation} is not something the edge takes"
             await self._error(ws, message.id, 400, reason)
 
-    async def _on_object(self, ws: ClientConnection, message: Message) -> None:
+    async def _on_object(self, ws: ClientConnection, message: Message, changes: _Changes) -> None:
         resource = message.route.resource
         try:
             version = message.header.resourceversion
@@ -408,14 +452,13 @@ class EdgeHub(EdgeModule):
             await self._error(ws, message.id, code, reason)
             return
         self.stats.received[message.route.operation] += 1
-        held = self.objects.get(resource)
+        held = changes.held.get(resource, self.objects.get(resource))
         if held is None or held.version != version:
-            await self._call(self.store.apply, [StoredObject(resource, version, body)], [])
-            self.objects[resource] = _Held(version, obj)
-            self._registry_soon()
-        await self._ack(ws, message.id)
+            changes.held[resource] = _Held(version, obj)
+            changes.puts[resource] = StoredObject(resource, version, body)
+        changes.acks.append(message.id)
 
-    async def _on_delete(self, ws: ClientConnection, message: Message) -> None:
+    async def _on_delete(self, ws: ClientConnection, message: Message, changes: _Changes) -> None:
         resource = message.route.resource
         try:
             split_resource(resource)
@@ -423,18 +466,31 @@ class EdgeHub(EdgeModule):
             await self._error(ws, message.id, 400, exc.reason)
             return
         self.stats.received["delete"] += 1
-        if resource in self.objects:
-            await self._call(self.store.apply, [], [resource])
-            del self.objects[resource]
+        changes.puts.pop(resource, None)
+        changes.held[resource] = None
+        changes.acks.append(message.id)
+
+    async def _commit(self, ws: ClientConnection, changes: _Changes) -> None:
+        """Store the objects gathered so far, then hold them and ack them (in that order)."""
+        if changes.held:
+            deletes = [r for r, held in changes.held.items() if held is None and r in self.objects]
+            await self._call(self.store.apply, list(changes.puts.values()), deletes)
+            for resource, held in changes.held.items():
+                if held is None:
+                    self.objects.pop(resource, None)
+                else:
+                    self.objects[resource] = held
             self._registry_soon()
-        await self._ack(ws, message.id)
+        for message_id in changes.acks:
+            await self._ack(ws, message_id)
+        changes.clear()
 
     async def _on_synced(self, message: Message) -> None:
-        self.synced = True
         if not self.ever_synced:
             await self._call(self.store.apply, [], [], True)
             self.ever_synced = True
         self._update_registry()
+        self.synced = True
         sent = message.content.get("sent") if isinstance(message.content, dict) else None
         log.info(
             "edgehub: in sync with %s (%s change(s) received; %d object(s) held)",
@@ -443,6 +499,7 @@ class EdgeHub(EdgeModule):
             len(self.objects),
         )
         self._set_state("connected", "")
+        self._wake.set()  # reports may go now
 
     def _registry_soon(self) -> None:
         """Objects often come in bursts (a sync): the registry is told once per burst."""
@@ -587,7 +644,9 @@ class EdgeHub(EdgeModule):
     async def _send_report(self) -> None:
         ws = self._ws
         clock = time.monotonic()
-        if ws is None:
+        # Reports wait for hub/synced: by then devices no longer assigned here are gone (with
+        # their entries), so a report does not name them.
+        if ws is None or not self.synced:
             return
         if self._in_flight is not None:
             message_id, sent = self._in_flight
