@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import http
+import itertools
 import logging
 import re
 import ssl
@@ -421,3 +422,27 @@ def test_the_readmes_cloud_keys_are_a_valid_configuration(tmp_path) -> None:
     assert cloud is not None and cloud.url == "wss://cloud:10000"
     assert cloud.queue.max_bytes == 64 * 1024 * 1024 and cloud.batch_delay_ms == 100
     assert cloud.token_file == tmp_path / "node.token"
+
+
+async def test_report_to_cloud_and_report_cycle_decide_what_goes_up(hub, cloud_edge) -> None:
+    hub.put(model(), "m1")
+    quiet = device("sensor-1", node=NODE)
+    props = quiet["spec"]["properties"]
+    props[0]["reportCycle"] = 1000  # temperature: at most once a second, whatever it does
+    props[2]["reportToCloud"] = False  # label: never
+    quiet["spec"]["stateReport"] = {"reportToCloud": False}
+    hub.put(quiet, "d1")
+    edge = await cloud_edge(hub.url)
+    await edge.wait_reported("default/sensor-1", "label", "hello")
+    await wait_for(lambda: len(hub.reported("default/sensor-1", "temperature")) >= 4, timeout=15)
+    assert hub.twin("default/sensor-1", "setpoint") is not None  # unset: forwarded
+    assert hub.twin("default/sensor-1", "label") is None
+    assert hub.state("default/sensor-1") is None
+    stamps = [
+        r["devices"]["default/sensor-1"]["twins"]["temperature"]["reported_at"]
+        for r in hub.reports
+        if "temperature" in r["devices"].get("default/sensor-1", {}).get("twins", {})
+    ]
+    # read every 100 ms at the edge; the cloud hears of it once per cycle (less the read cycle)
+    gaps = [b - a for a, b in itertools.pairwise(stamps[1:])]
+    assert gaps and min(gaps) >= 800, stamps
