@@ -175,3 +175,19 @@ async def test_the_edge_reads_its_folder_within_the_limits_it_is_given(edge) -> 
     await handle.wait_reported("default/one", "label", "hello")
     await wait_for(lambda: "maxIntegerDigits" in problems_of(handle), what="the limit named")
     assert "default/slow" not in handle.twin.devices
+
+
+async def test_a_model_with_an_integer_beyond_64_bits_blocks_no_device_of_the_snapshot(
+    edge, tmp_path
+) -> None:
+    # Found by hack/fuzz_manifests.py: the mapper keyed its model cache with orjson, which refused
+    # the integer, and the whole snapshot part failed: no device of the protocol was served.
+    manifests = tmp_path / "edge" / "manifests"
+    manifests.mkdir(parents=True)
+    big_model = model("big-model")
+    big_model["spec"]["properties"][2]["visitors"]["configData"]["value"] = 123456789012345678901234567890
+    docs = [big_model, model(), device("big", model_name="big-model"), device("after")]
+    (manifests / "a.yaml").write_text(yaml.safe_dump_all(docs))
+    handle = await edge(workdir=tmp_path / "edge")
+    await handle.wait_reported("default/after", "label", "hello")
+    await handle.wait_reported("default/big", "label", "123456789012345678901234567890")

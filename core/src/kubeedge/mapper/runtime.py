@@ -111,12 +111,17 @@ def fingerprint(device: Device, model: DeviceModel) -> bytes:
     spec = device.spec.model_dump(mode="json", exclude_none=True)
     for prop in spec.get("properties", []):
         prop.pop("desired", None)
-    both = [spec, model.spec.model_dump(mode="json", exclude_none=True)]
-    try:
-        text = orjson.dumps(both, option=orjson.OPT_SORT_KEYS)
-    except TypeError:  # an integer beyond 64 bits in configData, which orjson cannot write
-        text = json.dumps(both, sort_keys=True).encode()
+    text = _canonical([spec, model.spec.model_dump(mode="json", exclude_none=True)])
     return hashlib.blake2b(text, digest_size=16).digest()
+
+
+def _canonical(value: Any) -> bytes:
+    """JSON with sorted keys, also for an integer beyond 64 bits in configData (which orjson
+    refuses: it once stopped a whole snapshot at the device that had one)."""
+    try:
+        return orjson.dumps(value, option=orjson.OPT_SORT_KEYS)
+    except TypeError:
+        return json.dumps(value, sort_keys=True).encode()
 
 
 def plan_device(driver_cls: type[Driver[Any, Any]], device: Device, model: DeviceModel) -> DevicePlan:
@@ -690,12 +695,12 @@ class MapperRuntime:
         try:
             device = Device.model_validate(assignment.device)
             # Many devices share a model: parse each distinct one once.
-            key = orjson.dumps(assignment.model, option=orjson.OPT_SORT_KEYS)
+            key = _canonical(assignment.model)
             model = self._models.get(key)
             if model is None:
                 model = self._models[key] = DeviceModel.model_validate(assignment.model)
             return device, model
-        except ValidationError as exc:
+        except (ValueError, TypeError) as exc:  # one device: the others of the message are served
             log.warning("mapper %s: assignment with an invalid device: %s", self.protocol, exc)
             return None
 
