@@ -688,7 +688,11 @@ class EdgeHub(EdgeModule):
         try:
             await self._send(ws, message)
         except ConnectionClosed:
-            self._in_flight = None  # unsent at the next connection
+            # The link went down while the report was being made (maybe a new one is up already):
+            # its entries are unsent again now; this is the only report in flight.
+            self._in_flight = None
+            await self._call(self.outbox.unsend)
+            self._wake.set()
             return
         self.stats.reports_sent += 1
         log.debug(
