@@ -360,7 +360,8 @@ async def test_an_edge_killed_mid_stream_loses_nothing_it_stored(site: Site) -> 
     await site.start_cloud()
     edge = await site.start_edge("edge-1")
     await eventually(
-        lambda: _reported_in_cloud(site, "default/sensor-1", "temperature"), what="values flowing to the cloud"
+        lambda: _reported_in_cloud(site, "default/sensor-1", "temperature"),
+        what="values flowing to the cloud",
     )
     await asyncio.sleep(1)
     await edge.stop(signal.SIGKILL)
@@ -388,12 +389,14 @@ async def test_a_cloud_restart_resyncs_without_sending_unchanged_objects(site: S
     await site.start_cloud()
     edge = await site.start_edge("edge-1")
     await edge.wait_line(r"in sync with .*\(2 change\(s\) received; 2 object\(s\) held\)")
-    await site.cloud.stop()
     mark = len(edge.lines)
+    await site.cloud.stop()
     await edge.wait_line(r"edgehub: .*retrying with back-off", start=mark)
     await site.start_cloud()
     line = await edge.wait_line(r"in sync with", start=mark)
     assert "(0 change(s) received; 2 object(s) held)" in line, line
+    sent = await site.cloud.wait_line(r"node edge-1 synced: \d+ object\(s\) sent")  # the restarted cloud
+    assert "synced: 0 object(s) sent, 2 held already" in sent, sent
     await eventually(
         lambda: _reported_in_cloud(site, "default/sensor-1", "label"), what="reports after the restart"
     )
@@ -419,14 +422,15 @@ async def test_an_edge_started_while_its_cloud_is_down_serves_its_last_devices(s
 
 
 async def test_a_full_outbox_drops_the_oldest_and_says_so(site: Site) -> None:
-    devices = [device(f"sensor-{i}", node="edge-1") for i in range(12)]
+    devices = [device(f"sensor-{i}", node="edge-1") for i in range(24)]
     site.write("plant.yaml", model(), *devices)
     await site.start_cloud()
     proxy = Proxy(site.cloud_port)
     await proxy.start()
     try:
-        proxy.cut()  # never connected: everything the edge reports waits in the outbox
         edge = await site.start_edge("edge-1", port=proxy.port, queue={"maxBytes": 4096})
+        await edge.wait_line(r"in sync with")
+        proxy.cut()  # 24 temperatures keep changing: more than 4096 bytes wait for the cloud
         await edge.wait_line(r"outbox full .*dropped the \d+ oldest", timeout=30)
 
         async def dropped_shown() -> str | None:
@@ -436,8 +440,9 @@ async def test_a_full_outbox_drops_the_oldest_and_says_so(site: Site) -> None:
 
         status = await dropped_shown() or await eventually(dropped_shown, what="dropped entries shown")
         assert "of 4096 bytes" in status, status
+        mark = len(edge.lines)
         proxy.restore()
-        await edge.wait_line(r"in sync with")
+        await edge.wait_line(r"in sync with", start=mark)
         # what was dropped is not lost for good: a later change of the property goes up again
         await eventually(
             lambda: _reported_in_cloud(site, "default/sensor-0", "temperature"),
