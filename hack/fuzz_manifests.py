@@ -370,6 +370,19 @@ def check_config_text(text: str, folder: Path) -> None:
 # --------------------------------------------------------------------------- a running edge
 
 
+class _Tracebacks(logging.Handler):
+    """Collects log records that carry an exception: a caught exception is a finding too (the
+    mapper's consumer survives a failing message, but that message's devices were lost)."""
+
+    def __init__(self) -> None:
+        super().__init__(logging.ERROR)
+        self.records: list[logging.LogRecord] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        if record.exc_info:
+            self.records.append(record)
+
+
 class EdgeThread:
     """An in-process edge (embedded broker, virtual mapper, standalone folder) in its own thread
     and event loop, so synchronous hypothesis tests can drive it."""
@@ -381,10 +394,12 @@ class EdgeThread:
         self.thread = threading.Thread(target=self.loop.run_forever, name="fuzz-edge", daemon=True)
         self.handle: Any = None
         self.bus: Any = None
+        self.tracebacks = _Tracebacks()
 
     def __enter__(self) -> EdgeThread:
         from kubeedge.testing.edge import start_edge
 
+        logging.getLogger("kubeedge").addHandler(self.tracebacks)
         self.thread.start()
         manifests = self.workdir / "manifests"
         manifests.mkdir(parents=True, exist_ok=True)
@@ -408,6 +423,7 @@ class EdgeThread:
             self.call(self.handle.stop(), timeout=30)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
+        logging.getLogger("kubeedge").removeHandler(self.tracebacks)
 
     def call(self, coro: Any, timeout: float) -> Any:
         return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
@@ -426,6 +442,10 @@ class EdgeThread:
         assert standalone._task is not None and not standalone._task.done(), "the folder watch stopped"
         runtime = core.module("mappers").runtimes["virtual"]
         assert runtime._consumer is not None and not runtime._consumer.done(), "the mapper's consumer stopped"
+        found, self.tracebacks.records = self.tracebacks.records, []
+        assert not found, "a caught exception: " + "\n".join(
+            f"{r.name}: {r.getMessage()}: {r.exc_info[1]!r}" for r in found if r.exc_info
+        )
         self.limits.check_rss()
 
     def check_canary(self) -> None:
