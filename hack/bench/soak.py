@@ -36,8 +36,9 @@ def mb(nbytes: int) -> float:
     return nbytes / 2**20
 
 
-async def soak(load: Load, args: argparse.Namespace) -> tuple[float, float, float]:
-    """Run the load; print a row per interval; return (RSS after warm-up, at the end, peak) in MB."""
+async def soak(load: Load, args: argparse.Namespace) -> tuple[float, float, float, float]:
+    """Run the load; print a row per interval; return the RSS after warm-up, at the end and at
+    its peak (MB), and the property updates/s processed after warm-up."""
     stats = load.twin.stats
     started = time.monotonic()
     print(
@@ -45,6 +46,7 @@ async def soak(load: Load, args: argparse.Namespace) -> tuple[float, float, floa
     )
     last_updates, last_rows, last_at = stats.property_updates, stats.persisted_rows, started
     warm_rss: float | None = None
+    warm_updates, warm_at = 0, started
     peak = 0.0
     next_row = started + args.interval
     while True:
@@ -53,7 +55,7 @@ async def soak(load: Load, args: argparse.Namespace) -> tuple[float, float, floa
         rss = mb(load.edge_process.memory_info().rss)
         peak = max(peak, rss)
         if warm_rss is None and elapsed >= args.warmup:
-            warm_rss = rss
+            warm_rss, warm_updates, warm_at = rss, stats.property_updates, now
             print(f"{elapsed:7.0f}  warm-up over: edge RSS {rss:.1f} MB, growth measured from here")
         if now >= next_row or elapsed >= args.minutes * 60:
             span = now - last_at
@@ -66,7 +68,10 @@ async def soak(load: Load, args: argparse.Namespace) -> tuple[float, float, floa
             last_updates, last_rows, last_at = stats.property_updates, stats.persisted_rows, now
             next_row += args.interval
         if elapsed >= args.minutes * 60:
-            return (warm_rss if warm_rss is not None else rss), rss, peak
+            if warm_rss is None:
+                warm_rss, warm_updates, warm_at = rss, stats.property_updates, started
+            rate = (stats.property_updates - warm_updates) / max(now - warm_at, 1e-9)
+            return warm_rss, rss, peak, rate
         if load.mapper.poll() is not None:
             log = (load.workdir / "mapper.log").read_text(errors="replace")[-3000:]
             raise SystemExit(
@@ -117,7 +122,7 @@ async def main() -> int:
     try:
         url = mosquitto.url if mosquitto is not None else "embedded"
         async with twin_load(url, workdir, args.devices, args.properties, args.cycle, args.pin) as load:
-            warm, end, peak = await soak(load, args)
+            warm, end, peak, rate = await soak(load, args)
     finally:
         if mosquitto is not None:
             mosquitto.close()
@@ -125,7 +130,8 @@ async def main() -> int:
     growth = end - warm
     print(f"edge RSS after warm-up {warm:.1f} MB, at the end {end:.1f} MB, peak {peak:.1f} MB")
     print(
-        f"headline: {offered:,.0f} updates/s for {args.minutes:.3g} min, edge RSS growth after warm-up {growth:+.1f} MB"
+        f"headline: {offered:,.0f} updates/s offered, {rate:,.0f}/s processed after warm-up, for "
+        f"{args.minutes:.3g} min: edge RSS growth after warm-up {growth:+.1f} MB"
     )
     if args.max_growth is not None and growth > args.max_growth:
         print(
