@@ -396,11 +396,15 @@ async def test_publishing_what_mqtt_cannot_carry_is_refused_without_raising(edge
 
 async def test_membership_get_is_answered_at_most_20_times_a_second(wired) -> None:
     """Each answer lists every device: a flood of requests must not cost the edge that many lists."""
-    handle, client, results = wired
-    client.subscribe("$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p))))
+    _handle, client, results = wired
+    client.subscribe(
+        "$hw/events/node/+/membership/get/result", lambda t, p: results.append((t, json.loads(p)))
+    )
     await asyncio.sleep(0.1)
     for i in range(200):
-        client.publish(topics.node_topic("edge-1", topics.MEMBERSHIP_GET), json.dumps({"event_id": f"m{i}"}), qos=1)
+        client.publish(
+            topics.node_topic("edge-1", topics.MEMBERSHIP_GET), json.dumps({"event_id": f"m{i}"}), qos=1
+        )
     limited = await wait_for(lambda: [b for _, b in results if b.get("code") == 429], 5, what="a 429 answer")
     assert limited[0]["reason"].startswith("(node topics): more than 20 messages/s (membership/get answers")
     await canary(client, results, "after-membership-flood")

@@ -26,7 +26,9 @@ def test_a_topic_limit_whose_replies_would_not_fit_mqtt_is_refused_by_key(tmp_pa
 
 
 def test_the_readmes_edge_yaml_is_a_valid_configuration(tmp_path: Path) -> None:
-    block = re.search(r"`edge.yaml` \(every key is optional\):\n\n```yaml\n(.*?)```", README.read_text(), re.S)
+    block = re.search(
+        r"`edge.yaml` \(every key is optional\):\n\n```yaml\n(.*?)```", README.read_text(), re.S
+    )
     assert block is not None
     path = tmp_path / "edge.yaml"
     path.write_text(block.group(1))
