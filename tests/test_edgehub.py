@@ -379,6 +379,12 @@ async def test_bad_and_misdirected_messages_are_refused_and_nothing_else_is_dist
         and "spec.properties" in error["reason"]
     )
     assert edge.core.context.registry.get("default/elsewhere") is None
+    problems = "\n".join(edge.core.context.registry.source_problems)  # what `device list` shows
+    assert "device/default/b: spec.properties" in problems and "edge-2" in problems, problems
+    hub.put(device("b", node=NODE), "b2")  # fixed in the cloud: stored, and the problem goes
+    fixed = await hub.send_object("device/default/b")
+    await wait_for(lambda: fixed.id in hub.acks, what="the fixed object acked")
+    assert "device/default/b" not in "\n".join(edge.core.context.registry.source_problems)
     assert edgehub(edge).link_status().state == "connected"
     before = len(hub.reported("default/sensor-1", "temperature"))
     await wait_for(

@@ -87,6 +87,7 @@ _ENVELOPE_BYTES = 1024
 """Room kept in a report for the message's own fields."""
 _STATUS_INTERVAL = 1.0
 _INBOX = 512
+_MAX_PROBLEMS = 100
 """Messages from the cloud waiting to be handled (and objects stored in one transaction)."""
 
 LinkState = Literal["connecting", "connected", "disconnected", "refused", "stopped"]
@@ -189,6 +190,8 @@ class EdgeHub(EdgeModule):
         self._tasks: list[Supervised] = []
         self._logged_reason = ""
         self._published: dict[str, Any] | None = None
+        self._problems: dict[str, str] = {}
+        """Resource -> why the edge refused the cloud's last version of it."""
         self._stopping = False
 
     # ----------------------------------------------------------------- lifecycle
@@ -449,6 +452,8 @@ class EdgeHub(EdgeModule):
             code = exc.code if isinstance(exc, WireError) else 400
             self.stats.refused_objects += 1
             log.warning("edgehub: refused %s from the cloud: %s", message.route.operation, reason)
+            self._problems[resource[:512]] = reason
+            self._report_problems()
             await self._error(ws, message.id, code, reason)
             return
         self.stats.received[message.route.operation] += 1
@@ -480,6 +485,8 @@ class EdgeHub(EdgeModule):
                     self.objects.pop(resource, None)
                 else:
                     self.objects[resource] = held
+            if any(self._problems.pop(resource, None) for resource in changes.held):
+                self._report_problems()
             self._registry_soon()
         for message_id in changes.acks:
             await self._ack(ws, message_id)
@@ -500,6 +507,22 @@ class EdgeHub(EdgeModule):
         )
         self._set_state("connected", "")
         self._wake.set()  # reports may go now
+
+    def _report_problems(self) -> None:
+        """Objects the cloud sent that the edge refused, for ``kubeedge device list``: a device
+        whose older version is held is served as it was."""
+        if len(self._problems) > _MAX_PROBLEMS:  # the oldest go: they are in the log
+            for resource in list(self._problems)[: len(self._problems) - _MAX_PROBLEMS]:
+                del self._problems[resource]
+        per_device = {}
+        for resource, reason in self._problems.items():
+            if resource.startswith("device/") and resource in self.objects:
+                key = resource.removeprefix("device/")
+                per_device[key] = (
+                    f"the cloud's latest version was refused, the last good one is served: {reason}"
+                )
+        general = [f"from the cloud: {reason}" for reason in self._problems.values()]
+        self.context.registry.report_problems(per_device, general)
 
     def _registry_soon(self) -> None:
         """Objects often come in bursts (a sync): the registry is told once per burst."""
