@@ -26,7 +26,7 @@ import yaml
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from kubeedge.api.channel import Message, ReportContent, Route, parse_message
+from kubeedge.api.channel import MAX_MESSAGE_BYTES, Message, ReportContent, Route, parse_message
 from kubeedge.bus import free_port
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.edge.core import EdgeCore
@@ -454,3 +454,20 @@ async def test_report_to_cloud_and_report_cycle_decide_what_goes_up(hub, cloud_e
     # the mapper's latency, far above the 100 ms of an unthrottled property)
     gaps = [b - a for a, b in itertools.pairwise(stamps[1:])]
     assert gaps and min(gaps) >= 500, stamps
+
+
+async def test_an_oversized_message_from_the_cloud_closes_the_link_and_the_edge_resyncs(
+    hub, cloud_edge
+) -> None:
+    seed(hub)
+    edge = await cloud_edge(hub.url)
+    await wait_for(lambda: edgehub(edge).synced, what="synced")
+    assert hub.connection is not None
+    await hub.connection.send("x" * (MAX_MESSAGE_BYTES + 1))  # over the channel's 4 MiB
+    await wait_for(lambda: len(hub.syncs) == 2, what="a new connection and sync after the oversized frame")
+    assert hub.syncs[1]["versions"] == {
+        "devicemodel/default/sensor-model": "m1",
+        "device/default/sensor-1": "d1",
+    }
+    await wait_for(lambda: edgehub(edge).synced, what="synced again")
+    assert edge.core.context.registry.get("default/sensor-1") is not None
