@@ -35,6 +35,7 @@ import json
 import os
 import random
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -487,12 +488,16 @@ def fuzz_broker(
             f"slowest canary {tally.slowest * 1000:.0f} ms, {rss}"
         )
         print(line, flush=True)
+    except BaseException:
+        print(f"fuzz: the edge's folder (log, database) is kept: {workdir}", file=sys.stderr, flush=True)
+        raise
     finally:
         probe.close()
         stop_edge(edge, mosquitto)
     if edge.process.returncode not in (0, -signal.SIGTERM):
         log = edge.log.read_text()[-3000:]
-        raise AssertionError(f"the edge stopped with status {edge.process.returncode}:\n{log}")
+        raise AssertionError(f"the edge stopped with status {edge.process.returncode} ({workdir}):\n{log}")
+    shutil.rmtree(workdir, ignore_errors=True)
     return line
 
 
