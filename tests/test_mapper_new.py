@@ -11,6 +11,7 @@ import shutil
 import subprocess
 import sys
 import time
+import tomllib
 from pathlib import Path
 
 import pytest
@@ -205,7 +206,8 @@ def test_a_mapper_generated_at_the_repository_root_is_left_alone(tmp_path: Path)
     root.mkdir()
     for name in ("pyproject.toml", ".gitignore"):
         shutil.copy(REPO / name, root / name)
-    for testpath in ("core/tests", "mappers", "tests"):
+    settings = tomllib.loads((REPO / "pyproject.toml").read_text())
+    for testpath in settings["tool"]["pytest"]["ini_options"]["testpaths"]:
         (root / testpath).mkdir(parents=True)
     (root / "tests" / "test_here.py").write_text("def test_here() -> None:\n    pass\n")
     result = CliRunner().invoke(cli, ["mapper", "new", "zz-scaffold-test", "--dest", str(root)])
