@@ -419,6 +419,10 @@ async def test_an_edge_started_while_its_cloud_is_down_serves_its_last_devices(s
     await eventually(served, what="the last known device served without the cloud")
     status = await site.edge_status("edge-1")
     assert re.search(r"cloud\s+\S+ disconnected, 2 object\(s\) held", status), status
+    process = await spawn("edge", "status", "-c", str(site.root / "edge-1" / "edge.yaml"), "-o", "json")
+    out, _ = await process.communicate()
+    cloud = json.loads(out.decode()[out.decode().index("{") :])["cloud"]
+    assert cloud["state"] == "disconnected" and cloud["objects"] == 2 and cloud["reason"], cloud
 
 
 async def test_a_full_outbox_drops_the_oldest_and_says_so(site: Site) -> None:
