@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # System packages the tests use: a real MQTT broker (mosquitto), serial pseudo-terminals (socat),
-# and Python's venv support (Debian/Ubuntu split it into pythonX.Y-venv).
+# git (a source tarball has none; tests check what git ignores), and Python's venv support
+# (Debian/Ubuntu split it into pythonX.Y-venv).
 #   (no option)  install what is missing when that needs no password (root, or `sudo -n` works),
 #                else exit 1 with the one command to run (`make test` calls this before anything else)
 #   --check      only check: exit 1 with that command if something is missing
@@ -11,7 +12,7 @@ set -euo pipefail
 search_path="${SYSTEM_DEPS_PATH:-$PATH:/usr/local/sbin:/usr/sbin:/sbin}"
 python="${PYTHON:-python3}"
 missing=()
-for cmd in mosquitto socat; do
+for cmd in mosquitto socat git; do
   PATH="$search_path" command -v "$cmd" >/dev/null 2>&1 || missing+=("$cmd")
 done
 if command -v "$python" >/dev/null 2>&1 && ! "$python" -c 'import ensurepip' >/dev/null 2>&1; then

@@ -37,7 +37,7 @@ def _run(args: list[str], bin_dir: Path, *, unprivileged: bool) -> subprocess.Co
     env = {
         **os.environ,
         "PATH": f"{bin_dir}:{os.environ['PATH']}",
-        "SYSTEM_DEPS_PATH": str(bin_dir),  # where mosquitto and socat are looked for: not there
+        "SYSTEM_DEPS_PATH": str(bin_dir),  # where mosquitto, socat and git are looked for: not there
         "PYTHON": sys.executable,
     }
     if unprivileged and os.geteuid() == 0:
@@ -50,7 +50,7 @@ def test_without_root_or_sudo_make_test_stops_before_lint_with_the_command(bin_d
     _tool(bin_dir, "apt-get", f"echo apt-get was called >&2; touch {bin_dir}/apt-get-called; exit 1")
     result = _run(["make", "--no-print-directory", "test"], bin_dir, unprivileged=True)
     assert result.returncode != 0
-    assert "install them with:  sudo apt-get install -y mosquitto socat" in result.stderr
+    assert "install them with:  sudo apt-get install -y mosquitto socat git" in result.stderr
     assert "ruff" not in result.stdout + result.stderr  # stopped before lint
     assert not (bin_dir / "apt-get-called").exists()
 
@@ -63,7 +63,7 @@ def test_as_root_or_with_password_less_sudo_the_missing_packages_are_installed(b
     assert result.returncode == 0, result.stderr
     assert calls.read_text().splitlines() == [
         "update -qq",
-        "install -y -qq --no-install-recommends mosquitto socat",
+        "install -y -qq --no-install-recommends mosquitto socat git",
     ]
 
 
@@ -72,7 +72,7 @@ def test_check_only_reports(bin_dir: Path) -> None:
     _tool(bin_dir, "apt-get", f'echo "$*" >> {calls}')
     result = _run(["hack/system-deps.sh", "--check"], bin_dir, unprivileged=False)
     assert result.returncode == 1
-    assert "missing system packages: mosquitto socat" in result.stderr
+    assert "missing system packages: mosquitto socat git" in result.stderr
     assert not calls.exists()
 
 
