@@ -28,8 +28,9 @@ the device; write a desired value that the simulator, decoding by the protocol's
 and the mapper reads back; refuse a write to a ReadOnly point (at the edge, and in the mapper when
 a desired value reaches it around the edge); map a device error to the property, keeping the
 device online; stay offline, with the reason, for a whole outage and for a device deployed while
-down, and come back; reconnect to a device that restarted; ``close()`` that never raises and leaves no connection open; writes while
-polling at the fastest cycle; refuse bad configData with the field named.
+down, and come back; reconnect to a device that restarted; ``close()`` that never raises and
+leaves no connection open; writes while polling at the fastest cycle; refuse bad configData with
+the field named.
 
 While every test runs, the driver is watched (:mod:`kubeedge.testing.contract`,
 :mod:`kubeedge.testing.watchdog`): a read returning the wrong Python type, a ``close()`` that
@@ -376,13 +377,13 @@ class _Run:
         return check
 
     def has_error(self, key: str, point: str) -> Decided:
-        """The mapper reported an error for ``point`` since the wait began, and no value after it.
+        """The mapper's last report for ``point`` is an error (other than the device being offline).
         (From the mapper's own reports: the edge's twin may add errors of its own, such as a
-        desired value it is still re-sending, which are not the mapper's final word.)"""
-        since = time.monotonic()
+        desired value it is still re-sending, which are not the mapper's final word. A report made
+        before the wait began counts too: the runtime reports an unchanged error only once.)"""
 
         def check() -> str | None:
-            reports = self.history.of(key, point, since)
+            reports = self.history.of(key, point)
             last = reports[-1] if reports else None
             if last is None or not last.error or last.value is not None:
                 return None
