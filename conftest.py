@@ -1,10 +1,11 @@
-"""Applies to every test folder of the repository (core/tests, mappers, tests: the root
-pyproject's ``testpaths``): the session gets its own home folder.
+"""Applies to every test folder of the repository (the root pyproject's ``testpaths``): the
+session gets its own home folder.
 
 Tests never write into the user's home. Anything that resolves a default location (the edge's
 data folder ``~/.local/share/kubeedge``, caches, configuration) resolves it under a temporary
 home instead, and so do the processes the tests start, which inherit the environment. At the end
-the real home is checked: a kubeedge file or folder that appeared there fails the run.
+the real home is checked: anything that appeared or changed in kubeedge's folders there fails
+the run.
 """
 
 from __future__ import annotations
@@ -26,15 +27,22 @@ USER_DIRS = {
 }
 
 
-def _kubeedge_entries(home: Path, environ: dict[str, str]) -> set[Path]:
-    """Everything named kubeedge-something in the home folder and its per-user XDG folders."""
+def _kubeedge_entries(home: Path, environ: dict[str, str]) -> dict[Path, int]:
+    """kubeedge's own folders in the home folder and its per-user XDG folders (``~/.kubeedge``,
+    ``~/.local/share/kubeedge`` ...), and the files inside them, each with its modification time.
+    (Developer caches with longer names, such as hack/test-cluster.sh's, are not kubeedge's.)"""
     folders = {home, *(Path(environ.get(var) or home / rel) for var, rel in USER_DIRS.items())}
-    found: set[Path] = set()
+    found: dict[Path, int] = {}
     for folder in folders:
-        try:
-            found.update(entry for entry in folder.iterdir() if "kubeedge" in entry.name.lower())
-        except OSError:
-            continue
+        for entry in (folder / "kubeedge", folder / ".kubeedge"):
+            if not entry.exists():
+                continue
+            inside = entry.rglob("*") if entry.is_dir() else ()
+            for path in (entry, *inside):
+                try:
+                    found[path] = path.stat().st_mtime_ns
+                except OSError:
+                    continue
     return found
 
 
@@ -52,7 +60,9 @@ class HomeIsolation:
             os.environ[var] = str(self.home / rel)
 
     def appeared(self) -> set[Path]:
-        return _kubeedge_entries(self.real_home, self.real_environ) - self.before
+        """What is new or changed since the session started."""
+        now = _kubeedge_entries(self.real_home, self.real_environ)
+        return {path for path, mtime in now.items() if self.before.get(path) != mtime}
 
     def close(self) -> None:
         for var in ("HOME", *USER_DIRS):
