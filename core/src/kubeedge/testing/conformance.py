@@ -575,7 +575,12 @@ class MapperConformance:
             point.name,
             [run.not_online(key)],
         )
-        assert await mapper_simulator.device_value(point.name) == before
+        after = await mapper_simulator.device_value(point.name)
+        assert after == before, await run.diagnose(
+            f"ReadOnly {point.name} was written: the device held {before!r} and now holds {after!r}",
+            key,
+            point.name,
+        )
 
     async def test_device_error_marks_the_property_and_not_the_device(
         self, deployed: tuple[_Run, str], mapper_simulator: DeviceSimulator
@@ -610,7 +615,12 @@ class MapperConformance:
             failing.name,
             [run.not_online(key), error_without_text],
         )
-        assert edge.state(key) == "online"
+        assert edge.state(key) == "online", await run.diagnose(
+            f"only {failing.name} fails, yet the device is {edge.state(key)}: a device error must mark "
+            "the property (raise DeviceError), not the device",
+            key,
+            failing.name,
+        )
         for point in others:
             assert run.twin_error(key, point.name) is None, await run.diagnose(
                 f"{point.name} has an error while only {failing.name} fails", key, point.name
