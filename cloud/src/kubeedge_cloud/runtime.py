@@ -11,6 +11,7 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 from kubeedge.errors import ConfigError, PluginError
+from kubeedge.memory import trim_periodically
 from kubeedge.plugins import PluginHost
 from kubeedge_cloud.config import CloudConfig, error_line
 from kubeedge_cloud.module import CloudContext, CloudModule
@@ -68,6 +69,8 @@ class CloudCore:
                 self.modules.append(module)
                 self.context.modules[module.name] = module
                 log.info("cloud module %s started", module.name)
+            # a connect storm leaves the heap large after the handshakes' garbage is gone
+            self.context.supervisor.spawn("memory-trim", trim_periodically)
         except BaseException:
             await self.stop()
             raise

@@ -25,11 +25,19 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from kubeedge.api.channel import DeviceReport, ReportContent
+from kubeedge.api.channel import ReportContent
 from kubeedge.api.device import Device
 from kubeedge.supervisor import Supervised
 from kubeedge_cloud.module import CloudContext, CloudModule
-from kubeedge_cloud.sources.source import Gone, Source, SourceObject, WatchEvent, merge_reports
+from kubeedge_cloud.sources.source import (
+    Gone,
+    Source,
+    SourceObject,
+    StatusChange,
+    WatchEvent,
+    change_of,
+    merge_change,
+)
 
 log = logging.getLogger(__name__)
 
@@ -67,7 +75,7 @@ class DeviceController(CloudModule):
         """Set once the source's first listing is in the cache (before it, no node is answered)."""
         self._queue: set[str] = set()
         self._queued = asyncio.Event()
-        self._pending: dict[str, tuple[str, DeviceReport]] = {}
+        self._pending: dict[str, tuple[str, StatusChange]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._have_pending = asyncio.Event()
         self.status_writes = 0
@@ -222,9 +230,12 @@ class DeviceController(CloudModule):
             if not self.assigned(node, key):
                 refused.append(key)
                 continue
+            change = change_of(device_report)
             held = self._pending.get(key)
-            merged = device_report if held is None else merge_reports(held[1], device_report)
-            self._pending[key] = (node, merged)
+            if held is None:
+                self._pending[key] = (node, change)
+            else:
+                merge_change(held[1], change)
             taken += 1
         if not taken:
             return None, refused

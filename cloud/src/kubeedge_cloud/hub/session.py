@@ -15,16 +15,19 @@ import asyncio
 import contextlib
 import logging
 import time
+import uuid
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from pydantic import ValidationError
 from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from kubeedge.api import channel
 from kubeedge.api.channel import ErrorContent, Header, Message, ReportContent, Route, SyncContent
+from kubeedge.api.twin import now_ms
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import WireError
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
@@ -127,13 +130,19 @@ class Session:
         self._outbox.put_nowait(message.to_json())
 
     def _answer(self, parent: Message | None, operation: str, content: Any = None) -> None:
-        self.send(
-            Message(
-                header=Header(parent_msg_id=parent.id if parent else ""),
-                route=Route(source=SOURCE, group=channel.HUB, operation=operation),
-                content=content,
-            )
-        )
+        # Built as plain data: an ack per report is the hub's most frequent frame.
+        frame = {
+            "v": channel.CHANNEL_VERSION,
+            "header": {
+                "msg_id": uuid.uuid4().hex,
+                "parent_msg_id": parent.id if parent else "",
+                "timestamp": now_ms(),
+                "resourceversion": "",
+            },
+            "route": {"source": SOURCE, "group": channel.HUB, "operation": operation, "resource": ""},
+            "content": content,
+        }
+        self._outbox.put_nowait(orjson.dumps(frame))
 
     def error(self, parent: Message | None, code: int, reason: str) -> None:
         self._answer(parent, channel.ERROR, ErrorContent(code=code, reason=reason[:4096]).model_dump())

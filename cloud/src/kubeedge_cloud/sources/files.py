@@ -24,7 +24,7 @@ from typing import Any
 import orjson
 from pydantic import BaseModel, ConfigDict, Field
 
-from kubeedge.api.channel import DeviceReport, split_resource
+from kubeedge.api.channel import split_resource
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.api.manifests import ManifestLimits
 from kubeedge.errors import ConfigError
@@ -35,11 +35,12 @@ from kubeedge_cloud.sources.source import (
     Gone,
     Listing,
     SourceObject,
+    StatusChange,
     WatchEvent,
     sendable,
 )
 from kubeedge_cloud.sources.source import Source as _Source
-from kubeedge_cloud.sources.store import Store, StoredObject
+from kubeedge_cloud.sources.store import Store, StoredObject, status_record
 
 log = logging.getLogger(__name__)
 
@@ -176,15 +177,14 @@ class FilesSource(_Source):
                 cursor = int(event.revision)
                 yield event
 
-    async def write_status(self, batch: Mapping[str, tuple[str, DeviceReport]]) -> None:
+    async def write_status(self, batch: Mapping[str, tuple[str, StatusChange]]) -> None:
         rows = self.store.merge_status(batch)
         await self.store.run(self.store.write_status_rows, rows)
 
     async def read_status(self, keys: Collection[str] | None = None) -> dict[str, DeviceStatusRecord]:
         held = self.store.status
-        if keys is None:
-            return dict(held)
-        return {k: held[k] for k in keys if k in held}
+        wanted = held if keys is None else [k for k in keys if k in held]
+        return {key: status_record(held[key]) for key in wanted}
 
 
 def _parse(stored: StoredObject) -> SourceObject:
