@@ -11,6 +11,7 @@ read more slowly.
 
 from __future__ import annotations
 
+import asyncio
 import http
 import logging
 import re
@@ -46,6 +47,7 @@ class HubModule(CloudModule):
         self.refused = 0
         self.closed_too_big = 0
         self.url = ""
+        self._closing: set[asyncio.Future[None]] = set()
 
     async def start(self) -> None:
         config = self.context.config
@@ -117,12 +119,13 @@ class HubModule(CloudModule):
         session = Session(connection, node, self.controller, self.context.config)
         previous = self.sessions.get(node)
         self.sessions[node] = session
-        replaced = self.controller.attach(session)
+        self.controller.attach(session)
         if previous is not None:
             log.info("node %s connected again: closing its previous connection", node)
-            await previous.close("replaced by a newer connection of the same node")
-        elif replaced is not None:
-            self.controller.detach(replaced)
+            # not awaited: a half-open old socket would hold the new session for the close timeout
+            closing = asyncio.ensure_future(previous.close("replaced by a newer connection of the same node"))
+            self._closing.add(closing)
+            closing.add_done_callback(self._closing.discard)
         log.info("node %s connected from %s", node, _peer(connection))
         try:
             await session.run()
