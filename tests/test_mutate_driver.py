@@ -21,6 +21,15 @@ def test_the_conformance_suite_catches_the_quick_mutants() -> None:
     assert result.returncode == 0, result.stdout[-6000:] + result.stderr[-3000:]
     assert "unmutated scaffold: suite passed" in result.stdout
     assert "caught 6 of 6 mutants (100%)" in result.stdout, result.stdout
+    # ... with messages a mapper author can act on (the first line of each failure):
+    for words in (
+        "MutantDriver.read returned '7' (str) for 'count' (int)",
+        "was reported online while it was down",
+        "connection(s) open 2s after its Device was removed",
+        "MutantDriver.read (kubeedge_mapper_mutant/driver.py",
+        "the mapper kept reporting '24.875'",
+    ):
+        assert words in result.stdout, (words, result.stdout)
 
 
 def test_every_mutant_still_applies_to_the_template(tmp_path: Path) -> None:
