@@ -7,7 +7,7 @@ realistic defect, to the scaffold's driver only (simulator and tests untouched) 
 suite again. A mutant is caught when the suite fails. Prints each mutant with the first failing
 test and its message, the catch rate, and the survivors with why they cannot be caught.
 
-    .venv/bin/python hack/mutate_driver.py            # every mutant (a few minutes)
+    .venv/bin/python hack/mutate_driver.py            # every mutant (a few minutes; -j 2 on 2 idle cores)
     .venv/bin/python hack/mutate_driver.py --quick    # the fixed subset tests/test_mutate_driver.py runs
     .venv/bin/python hack/mutate_driver.py --only no-lock,close-leaks --show
 
@@ -20,10 +20,12 @@ from __future__ import annotations
 
 import argparse
 import os
+import queue
 import re
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -415,6 +417,9 @@ def main() -> int:
     parser.add_argument("--show", action="store_true", help="print the suite's output for each mutant")
     parser.add_argument("--timeout", type=float, default=180, help="seconds one suite run may take")
     parser.add_argument("--target", type=float, default=0.9, help="the catch rate the full run must reach")
+    parser.add_argument(
+        "--jobs", "-j", type=int, default=1, help="suites run at once, each on its own scaffold copy"
+    )
     args = parser.parse_args()
     if args.list:
         for mutant in MUTANTS:
@@ -429,7 +434,9 @@ def main() -> int:
         chosen = [m for m in MUTANTS if m.name in names]
     started = time.monotonic()
     with tempfile.TemporaryDirectory(prefix="mutate-driver-") as tmp:
-        dist, python, driver = prepare(Path(tmp))
+        # One installed scaffold per job: a mutant is written over its installed driver.py.
+        slots = [prepare(Path(tmp) / f"job{i}") for i in range(max(1, args.jobs))]
+        dist, python, driver = slots[0]
         original = driver.read_text()
         try:
             texts = {m.name: apply(original, m) for m in chosen}
@@ -441,22 +448,40 @@ def main() -> int:
             print(f"the unmutated scaffold fails its own suite ({seconds:.1f}s):\n{output[-3000:]}")
             return 1
         print(f"unmutated scaffold: suite passed in {seconds:.1f}s; {len(chosen)} mutant(s)\n")
+        pending: queue.Queue[Mutant] = queue.Queue()
+        for mutant in chosen:
+            pending.put(mutant)
         outcomes: list[Outcome] = []
-        try:
-            for mutant in chosen:
-                driver.write_text(texts[mutant.name])
-                passed, output, seconds = run_suite(python, dist, args.timeout)
-                test, message = first_failure(output) if not passed else ("", "")
-                outcome = Outcome(mutant, not passed, seconds, test, message, output)
-                outcomes.append(outcome)
-                mark = "caught  " if outcome.caught else "SURVIVED"
-                print(f"{mark} {mutant.name:36} {seconds:5.1f}s  {test}", flush=True)
-                if outcome.caught and message:
-                    print(f"         {message}", flush=True)
-                if args.show:
-                    print(output)
-        finally:
-            driver.write_text(original)
+        printing = threading.Lock()
+
+        def work(slot: tuple[Path, Path, Path]) -> None:
+            dist, python, driver = slot
+            try:
+                while True:
+                    try:
+                        mutant = pending.get_nowait()
+                    except queue.Empty:
+                        return
+                    driver.write_text(texts[mutant.name])
+                    passed, output, seconds = run_suite(python, dist, args.timeout)
+                    test, message = first_failure(output) if not passed else ("", "")
+                    outcome = Outcome(mutant, not passed, seconds, test, message, output)
+                    with printing:
+                        outcomes.append(outcome)
+                        mark = "caught  " if outcome.caught else "SURVIVED"
+                        print(f"{mark} {mutant.name:36} {seconds:5.1f}s  {test}", flush=True)
+                        if outcome.caught and message:
+                            print(f"         {message}", flush=True)
+                        if args.show:
+                            print(output)
+            finally:
+                driver.write_text(original)
+
+        workers = [threading.Thread(target=work, args=(slot,)) for slot in slots]
+        for worker in workers:
+            worker.start()
+        for worker in workers:
+            worker.join()
     caught = sum(o.caught for o in outcomes)
     survivors = [o for o in outcomes if not o.caught]
     print(

@@ -349,14 +349,14 @@ class _Run:
         start = time.monotonic()
         deadline = loop.time() + timeout
         while True:
-            if ok():
-                return
             if self.problems():
                 raise AssertionError(
                     await self.diagnose(
                         f"{what}: the driver broke its contract: {self.problems()[0]}", key, point, start
                     )
                 )
+            if ok():
+                return
             for check in decided or []:
                 reason = check()
                 if reason:
