@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 
 import orjson
@@ -12,9 +13,15 @@ from kubeedge.api.assignment import ASSIGNMENT_VERSION, SNAPSHOT_PART_SIZE, Edge
 from kubeedge.api.manifests import quote, text_of
 from kubeedge.api.twin import now_ms
 from kubeedge.bus import BusClient
+from kubeedge.ratelimit import ThrottledLog
 from kubeedge.registry import DeviceRegistry, ServedDevice
 
 log = logging.getLogger(__name__)
+
+MAX_PROTOCOLS = 256
+"""Distinct protocols whose mappers the edge remembers; any bus client can say hello, so a hello
+for yet another name past this is refused (the edge's memory stays bounded)."""
+PROTOCOL_NAME = re.compile(r"^[a-z0-9]([a-z0-9_-]{0,61}[a-z0-9])?$")
 
 
 def status_payload(
@@ -42,6 +49,7 @@ class AssignmentPublisher:
         self.registry = registry
         self.instance = instance or uuid.uuid4().hex
         self.hellos: dict[str, MapperHello] = {}
+        self._refusals = ThrottledLog(log)
         self.in_process: list[str] = []
         """Protocols served by mappers in the edge process (announced in the edge status)."""
         self.problems: list[str] = []
@@ -94,6 +102,18 @@ class AssignmentPublisher:
 
     def _on_hello(self, topic: str, payload: bytes) -> None:
         protocol = topic.split("/")[-2]
+        if not PROTOCOL_NAME.match(protocol):
+            self._refusals.log(
+                ("name",), f"assignments: hello refused: protocol {quote(protocol)} is not a name"
+            )
+            return
+        if protocol not in self.hellos and len(self.hellos) >= MAX_PROTOCOLS:
+            self._refusals.log(
+                ("count",),
+                f"assignments: hello for protocol {quote(protocol)} refused: "
+                f"{MAX_PROTOCOLS} protocols have mappers already",
+            )
+            return
         try:
             hello = MapperHello.model_validate_json(payload)
         except ValueError:
