@@ -12,5 +12,6 @@ def kubeedge_register_cloud_modules() -> list[type[Any]]:
     from kubeedge_cloud.controllers.devices import DeviceController
     from kubeedge_cloud.hub.server import HubModule
     from kubeedge_cloud.sources.files import FilesSource
+    from kubeedge_cloud.sources.kubernetes import KubernetesSource
 
-    return [HubModule, DeviceController, FilesSource]
+    return [HubModule, DeviceController, FilesSource, KubernetesSource]

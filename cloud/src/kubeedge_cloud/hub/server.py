@@ -127,12 +127,17 @@ class HubModule(CloudModule):
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
         log.info("node %s connected from %s", node, _peer(connection))
+        source = self.controller.source
+        if source is not None:
+            source.node_connected(node, _peer(connection))
         try:
             await session.run()
         finally:
             self.controller.detach(session)
             if self.sessions.get(node) is session:
                 del self.sessions[node]
+                if source is not None:
+                    source.node_disconnected(node)
             sent = connection.protocol.close_sent
             code = sent.code if sent is not None else connection.close_code
             if code == 1009:

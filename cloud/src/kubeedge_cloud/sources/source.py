@@ -144,3 +144,10 @@ class Source(CloudModule):
     @abstractmethod
     async def read_status(self, keys: Collection[str] | None = None) -> dict[str, DeviceStatusRecord]:
         """The status held for the given devices (every device's when ``None``)."""
+
+    def node_connected(self, node: str, address: str) -> None:
+        """``node``'s edge connected to this cloud from ``address`` (the Kubernetes source keeps
+        a Node and a Lease for it); by default nothing."""
+
+    def node_disconnected(self, node: str) -> None:
+        """``node``'s edge is no longer connected to this cloud; by default nothing."""

@@ -1,0 +1,465 @@
+"""The cloud on a real Kubernetes API server (kube-apiserver 1.20.2 and etcd from
+``hack/test-cluster.sh``): Devices and DeviceModels managed with kubectl.
+
+Two layers: the Kubernetes source in this process against the real server (list and watch,
+resume, 410 Gone, status patches and what they must not cause), then cloud and edge as separate
+processes (`kubeedge cloud run` with ``source: {kind: kubernetes}``, `kubeedge edge run` with the
+virtual mapper) driven by the real kubectl, as the README's kubectl section does.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import pytest_asyncio
+import trustme
+import yaml
+from kube_cluster import Cluster, kube_cluster  # noqa: F401  (the session fixture)
+from test_cloud_edge import Process, eventually
+
+from kubeedge.bus import free_port
+from kubeedge_cloud.config import CloudConfig
+from kubeedge_cloud.module import CloudContext
+from kubeedge_cloud.sources.kubernetes import KubernetesSettings, KubernetesSource
+from kubeedge_cloud.sources.source import Gone, WatchEvent
+from sample_devices import device, model
+
+
+def manifest(*documents: dict[str, Any]) -> str:
+    return yaml.safe_dump_all(documents, sort_keys=False)
+
+
+@pytest_asyncio.fixture
+async def source(kube_cluster: Cluster, tmp_path: Path) -> AsyncIterator[tuple[KubernetesSource, str]]:  # noqa: F811
+    """The Kubernetes source in this process, on a fresh namespace of the real server."""
+    namespace = kube_cluster.new_namespace("src")
+    config = CloudConfig(dataDir=tmp_path, baseDir=tmp_path)
+    settings = KubernetesSettings(
+        kubeconfig=str(kube_cluster.kubeconfig), namespaces=[namespace], statusIntervalMs=0
+    )
+    made = KubernetesSource(CloudContext(config=config), settings)
+    await made.start()
+    try:
+        yield made, namespace
+    finally:
+        await made.stop()
+
+
+class Watching:
+    """The source's watch read by a task of its own, so a test can wait for an event with a
+    timeout without cancelling the watch."""
+
+    def __init__(self, src: KubernetesSource, revision: str) -> None:
+        self.queue: asyncio.Queue[WatchEvent | BaseException] = asyncio.Queue()
+        self.task = asyncio.ensure_future(self._pump(src, revision))
+
+    async def _pump(self, src: KubernetesSource, revision: str) -> None:
+        try:
+            async for event in src.watch(revision):
+                self.queue.put_nowait(event)
+        except Exception as exc:
+            self.queue.put_nowait(exc)
+
+    async def next(self, timeout: float = 20) -> WatchEvent:
+        item = await asyncio.wait_for(self.queue.get(), timeout)
+        if isinstance(item, BaseException):
+            raise item
+        return item
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_the_source_lists_then_watches_changes_and_deletions(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    await kube_cluster.kubectl(
+        "apply", "-n", ns, "-f", "-", input=manifest(model(namespace=ns), device(namespace=ns))
+    )
+    listing = await src.list()
+    assert sorted(o.resource for o in listing.objects) == [
+        f"device/{ns}/sensor-1",
+        f"devicemodel/{ns}/sensor-model",
+    ]
+    events = Watching(src, listing.revision)
+    try:
+        changed = device(namespace=ns)
+        changed["spec"]["properties"][1]["desired"] = {"value": "25"}
+        await kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=manifest(changed))
+        put = await events.next()
+        assert put.type == "put" and put.object.resource == f"device/{ns}/sensor-1"
+        assert put.object.content()["spec"]["properties"][1]["desired"] == {"value": "25"}
+        # what the edge receives carries no server bookkeeping
+        assert set(put.object.content()["metadata"]) <= {"name", "namespace", "labels", "annotations", "uid"}
+
+        await kube_cluster.kubectl("delete", "-n", ns, "device", "sensor-1")
+        gone = await events.next()
+        assert (gone.type, gone.object.resource) == ("delete", f"device/{ns}/sensor-1")
+    finally:
+        await events.close()
+
+
+async def test_status_writes_land_in_the_status_subresource_and_never_reach_the_watch(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    await kube_cluster.kubectl(
+        "apply", "-n", ns, "-f", "-", input=manifest(model(namespace=ns), device(namespace=ns))
+    )
+    listing = await src.list()
+    events = Watching(src, listing.revision)
+    try:
+        key = f"{ns}/sensor-1"
+        for value in ("21.5", "22.0", "22.5"):
+            await src.write_status(
+                {
+                    key: (
+                        "edge-1",
+                        {
+                            "twins": {
+                                "temperature": {
+                                    "reported": value,
+                                    "reported_at": 1754450000000,
+                                    "type": "float",
+                                }
+                            },
+                            "state": "online",
+                            "last_online_time": "2026-11-29T20:00:00Z",
+                        },
+                    )
+                }
+            )
+        await src.write_status(
+            {
+                key: (
+                    "edge-1",
+                    {"twins": {"setpoint": {"observed_desired": "25", "observed_desired_at": 1754450000001}}},
+                )
+            }
+        )
+        got = json.loads(
+            (await kube_cluster.kubectl("get", "-n", ns, "device", "sensor-1", "-o", "json")).stdout
+        )
+        status = got["status"]
+        assert status["state"] == "online" and status["lastOnlineTime"] == "2026-11-29T20:00:00Z"
+        twins = {t["propertyName"]: t for t in status["twins"]}
+        assert twins["temperature"]["reported"] == {
+            "value": "22.5",
+            "metadata": {"type": "float", "timestamp": "1754450000000"},
+        }
+        assert twins["setpoint"]["observedDesired"]["value"] == "25"
+        # the status writes changed the resourceVersion, not what the edge receives: no event
+        with pytest.raises(TimeoutError):
+            await events.next(timeout=2)
+        # a user's spec change still comes through, after them
+        await kube_cluster.kubectl(
+            "patch",
+            "-n",
+            ns,
+            "device",
+            "sensor-1",
+            "--type",
+            "merge",
+            "-p",
+            '{"metadata":{"labels":{"room":"b"}}}',
+        )
+        event = await events.next()
+        assert event.object.obj.metadata.labels == {"room": "b"}
+    finally:
+        await events.close()
+
+
+async def test_a_watch_from_a_revision_the_server_no_longer_has_is_gone(
+    source: tuple[KubernetesSource, str],
+) -> None:
+    src, _ = source
+    too_old = json.dumps({s.key: "1" for s in src.streams})
+    events = Watching(src, too_old)
+    with pytest.raises(Gone, match="410"):
+        await events.next()
+
+
+async def test_a_renewed_watch_resumes_from_its_revision(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    src.config.watch_timeout_s = 1  # each watch request ends after a second and is made again
+    listing = await src.list()
+    events = Watching(src, listing.revision)
+    try:
+        await asyncio.sleep(2.5)  # let two renewals pass (what is asserted is the event below)
+        await kube_cluster.kubectl("apply", "-n", ns, "-f", "-", input=manifest(model(namespace=ns)))
+        event = await events.next()
+        assert (event.type, event.object.resource) == ("put", f"devicemodel/{ns}/sensor-model")
+    finally:
+        await events.close()
+
+
+class Informer:
+    """What the device controller does with a source: list, watch, list again on Gone."""
+
+    def __init__(self, src: KubernetesSource) -> None:
+        self.objects: dict[str, WatchEvent | None] = {}
+        self.gone = 0
+        self.task = asyncio.ensure_future(self._run(src))
+
+    async def _run(self, src: KubernetesSource) -> None:
+        while True:
+            listing = await src.list()
+            self.objects = {o.resource: None for o in listing.objects}
+            try:
+                async for event in src.watch(listing.revision):
+                    if event.type == "delete":
+                        self.objects.pop(event.object.resource, None)
+                    else:
+                        self.objects[event.object.resource] = event
+            except Gone:
+                self.gone += 1
+
+    async def close(self) -> None:
+        self.task.cancel()
+        await asyncio.gather(self.task, return_exceptions=True)
+
+
+async def test_after_the_api_server_restarts_nothing_is_missed(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    await kube_cluster.kubectl(
+        "apply", "-n", ns, "-f", "-", input=manifest(model(namespace=ns), device("before", namespace=ns))
+    )
+    informer = Informer(src)
+    try:
+        await eventually(lambda: _true(f"device/{ns}/before" in informer.objects), what="the first listing")
+        await asyncio.to_thread(kube_cluster.restart_apiserver)
+        # made right after the restart, while the watch is still reconnecting
+        await kube_cluster.kubectl(
+            "apply", "-n", ns, "-f", "-", input=manifest(device("after", namespace=ns))
+        )
+        await kube_cluster.kubectl("delete", "-n", ns, "device", "before")
+
+        async def caught_up() -> bool:
+            return f"device/{ns}/after" in informer.objects and f"device/{ns}/before" not in informer.objects
+
+        await eventually(caught_up, timeout=60, what="the device made and the one deleted after the restart")
+        # the restarted server's watch cache starts after the revision the watch had: it says 410
+        # Gone and the informer lists again (as client-go does)
+        assert informer.gone >= 1
+    finally:
+        await informer.close()
+
+
+async def _true(value: bool) -> bool:
+    return value
+
+
+# --------------------------------------------------------------------------- cloud and edge processes
+
+
+class KubeSite:
+    """`kubeedge cloud run` on the real API server and `kubeedge edge run` processes."""
+
+    def __init__(self, root: Path, ca: trustme.CA, cluster: Cluster, namespace: str) -> None:
+        self.root = root
+        self.cluster = cluster
+        self.namespace = namespace
+        self.ca_file = root / "ca.pem"
+        ca.cert_pem.write_to_path(str(self.ca_file))
+        cert = ca.issue_cert("127.0.0.1", "localhost")
+        (root / "hub.pem").write_bytes(b"".join(blob.bytes() for blob in cert.cert_chain_pems))
+        cert.private_key_pem.write_to_path(str(root / "hub.key"))
+        self.cloud_port = free_port()
+        self.cloud_yaml = root / "cloud.yaml"
+        self.cloud_yaml.write_text(
+            yaml.safe_dump(
+                {
+                    "listen": f"127.0.0.1:{self.cloud_port}",
+                    "tls": {"certFile": "hub.pem", "keyFile": "hub.key"},
+                    "dataDir": "cloud-data",
+                    "source": {
+                        "kind": "kubernetes",
+                        "kubeconfig": str(cluster.kubeconfig),
+                        "namespaces": [namespace],
+                        "statusIntervalMs": 100,
+                    },
+                    "resend": {"firstMs": 500, "maxMs": 2000},
+                    "status": {"flushMs": 20},
+                }
+            )
+        )
+        self.cloud = Process("cloud", "cloud", "run", "-c", str(self.cloud_yaml))
+        self.edges: dict[str, Process] = {}
+
+    async def start_cloud(self) -> None:
+        await self.cloud.start(r"cloud running")
+
+    async def start_edge(self, node: str) -> Process:
+        from kubeedge_process import spawn
+
+        folder = self.root / node
+        folder.mkdir(exist_ok=True)
+        process = await spawn("token", "create", node, "-c", str(self.cloud_yaml))
+        out, _ = await process.communicate()
+        assert process.returncode == 0, out.decode()
+        token = next(line for line in out.decode().splitlines() if line.count(".") == 2)
+        (folder / "node.token").write_text(token + "\n")
+        config = folder / "edge.yaml"
+        config.write_text(
+            yaml.safe_dump(
+                {
+                    "node": node,
+                    "bus": {"listen": f"127.0.0.1:{free_port()}"},
+                    "dataDir": "data",
+                    "mappers": {"virtual": {}},
+                    "cloud": {
+                        "url": f"wss://127.0.0.1:{self.cloud_port}",
+                        "tokenFile": "node.token",
+                        "caFile": str(self.ca_file),
+                        "batchDelayMs": 20,
+                        "reconnectMinMs": 100,
+                        "reconnectMaxMs": 500,
+                    },
+                }
+            )
+        )
+        edge = Process(node, "edge", "run", "-c", str(config))
+        self.edges[node] = edge
+        await edge.start(rf"edge {node} running")
+        return edge
+
+    async def kubectl(self, *args: str, input: str | None = None, check: bool = True) -> Any:
+        return await self.cluster.kubectl("-n", self.namespace, *args, input=input, check=check)
+
+    async def get(self, name: str) -> dict[str, Any]:
+        return dict(json.loads((await self.kubectl("get", "device", name, "-o", "json")).stdout))
+
+    async def twin(self, name: str, prop: str) -> dict[str, Any]:
+        for twin in ((await self.get(name)).get("status") or {}).get("twins") or []:
+            if twin.get("propertyName") == prop:
+                return dict(twin)
+        return {}
+
+    async def close(self) -> None:
+        for edge in self.edges.values():
+            await edge.stop()
+        await self.cloud.stop()
+
+
+@pytest.fixture(scope="module")
+def ca() -> trustme.CA:
+    return trustme.CA()
+
+
+@pytest_asyncio.fixture
+async def site(tmp_path: Path, ca: trustme.CA, kube_cluster: Cluster) -> AsyncIterator[KubeSite]:  # noqa: F811
+    made = KubeSite(tmp_path, ca, kube_cluster, kube_cluster.new_namespace("e2e"))
+    try:
+        yield made
+    finally:
+        await made.close()
+
+
+async def test_kubectl_end_to_end(site: KubeSite) -> None:
+    ns = site.namespace
+    (site.root / "device.yaml").write_text(
+        manifest(model(namespace=ns), device("sensor-1", namespace=ns, node="edge-1"))
+    )
+    await site.kubectl("apply", "-f", str(site.root / "device.yaml"))
+    await site.start_cloud()
+    await site.start_edge("edge-1")
+
+    # reported values and the state come back into the Device's status
+    async def label_reported() -> bool:
+        return ((await site.twin("sensor-1", "label")).get("reported") or {}).get("value") == "hello"
+
+    await eventually(label_reported, what="label reported in kubectl get device -o json")
+    listed = (await site.kubectl("get", "devices")).stdout
+    assert listed.split("\n")[0].split() == ["NAME", "MODEL", "NODE", "STATE", "AGE"], listed
+    assert listed.split("\n")[1].split()[:4] == ["sensor-1", "sensor-model", "edge-1", "online"], listed
+    as_yaml = yaml.safe_load((await site.kubectl("get", "device", "sensor-1", "-o", "yaml")).stdout)
+    temperature = next(t for t in as_yaml["status"]["twins"] if t["propertyName"] == "temperature")
+    assert temperature["reported"]["metadata"]["type"] == "float"
+    assert temperature["reported"]["metadata"]["timestamp"].isdigit()
+
+    # a desired value by merge patch (the whole properties list) reaches the device
+    properties = device("sensor-1", namespace=ns)["spec"]["properties"]
+    properties[1]["desired"] = {"value": "25"}
+    patch = json.dumps({"spec": {"properties": properties}})
+    await site.kubectl("patch", "device", "sensor-1", "--type", "merge", "-p", patch)
+
+    async def observed(value: str) -> bool:
+        twin = await site.twin("sensor-1", "setpoint")
+        return (twin.get("observedDesired") or {}).get("value") == value and (twin.get("reported") or {}).get(
+            "value"
+        ) == value
+
+    await eventually(lambda: observed("25"), what="setpoint 25 reported and observed")
+
+    # the shorter way: a JSON patch of the one value
+    await site.kubectl(
+        "patch",
+        "device",
+        "sensor-1",
+        "--type",
+        "json",
+        "-p",
+        '[{"op": "replace", "path": "/spec/properties/1/desired/value", "value": "12"}]',
+    )
+    await eventually(lambda: observed("12"), what="setpoint 12 reported and observed")
+
+    explained = (await site.cluster.kubectl("explain", "device.spec")).stdout
+    assert "nodeName" in explained and "properties" in explained, explained
+
+    # a bad manifest is refused by the API server, said as such (422 Invalid)
+    bad = device("sensor-2", namespace=ns, node="edge-1")
+    bad["spec"]["properties"][0]["collectCycle"] = -5
+    refused = await site.kubectl("apply", "-f", "-", input=manifest(bad), check=False)
+    assert refused.returncode != 0
+    assert "is invalid" in refused.stderr and "collectCycle" in refused.stderr, refused.stderr
+
+
+async def test_a_desired_value_patched_while_the_edge_is_offline_lands_when_it_reconnects(
+    site: KubeSite,
+) -> None:
+    ns = site.namespace
+    await site.kubectl(
+        "apply",
+        "-f",
+        "-",
+        input=manifest(model(namespace=ns), device("sensor-1", namespace=ns, node="edge-1")),
+    )
+    await site.start_cloud()
+    edge = await site.start_edge("edge-1")
+
+    async def label_reported() -> bool:
+        return ((await site.twin("sensor-1", "label")).get("reported") or {}).get("value") == "hello"
+
+    await eventually(label_reported, what="label reported")
+    await edge.stop()
+    await site.kubectl(
+        "patch",
+        "device",
+        "sensor-1",
+        "--type",
+        "json",
+        "-p",
+        '[{"op": "add", "path": "/spec/properties/1/desired", "value": {"value": "28"}}]',
+    )
+    await edge.start(r"edge edge-1 running")
+
+    async def observed() -> bool:
+        twin = await site.twin("sensor-1", "setpoint")
+        return (twin.get("observedDesired") or {}).get("value") == "28"
+
+    await eventually(observed, what="setpoint 28 observed after the edge reconnected")
