@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -292,6 +293,7 @@ class KubeSite:
                         "kubeconfig": str(cluster.kubeconfig),
                         "namespaces": [namespace],
                         "statusIntervalMs": 100,
+                        "nodes": {"renewSeconds": 0.5},
                     },
                     "resend": {"firstMs": 500, "maxMs": 2000},
                     "status": {"flushMs": 20},
@@ -463,3 +465,60 @@ async def test_a_desired_value_patched_while_the_edge_is_offline_lands_when_it_r
         return (twin.get("observedDesired") or {}).get("value") == "28"
 
     await eventually(observed, what="setpoint 28 observed after the edge reconnected")
+
+
+async def test_each_connected_edge_is_a_node_with_a_lease_and_ready_follows_the_connection(
+    site: KubeSite,
+) -> None:
+    cluster = site.cluster
+    await site.start_cloud()
+    edge = await site.start_edge("edge-1")
+
+    async def node() -> dict[str, Any] | None:
+        done = await cluster.kubectl("get", "node", "edge-1", "-o", "json", check=False)
+        return json.loads(done.stdout) if done.returncode == 0 else None
+
+    async def ready() -> str | None:
+        got = await node()
+        conditions = (got or {}).get("status", {}).get("conditions") or []
+        return next((c["status"] for c in conditions if c["type"] == "Ready"), None)
+
+    async def renewed_after(stamp: str) -> str | None:
+        done = await cluster.kubectl(
+            "get", "lease", "-n", "kube-node-lease", "edge-1", "-o", "json", check=False
+        )
+        if done.returncode != 0:
+            return None
+        renew = str(json.loads(done.stdout)["spec"]["renewTime"])
+        return renew if renew > stamp else None
+
+    await eventually(lambda: _true_if(ready(), "True"), what="node edge-1 Ready")
+    listed = (await cluster.kubectl("get", "nodes")).stdout
+    assert any(line.split()[:3] == ["edge-1", "Ready", "edge"] for line in listed.splitlines()), listed
+    described = await node()
+    assert described is not None
+    assert {"type": "Hostname", "address": "edge-1"} in described["status"]["addresses"]
+    first = await eventually(lambda: renewed_after(""), what="edge-1's Lease")
+    await eventually(lambda: renewed_after(first), what="edge-1's Lease renewed")
+
+    # the edge killed: NotReady as soon as the hub sees its connection drop
+    await edge.stop(signal.SIGKILL)
+    await eventually(
+        lambda: _true_if(ready(), "False"), timeout=10, what="node edge-1 NotReady after kill -9"
+    )
+    await edge.start(r"edge edge-1 running")
+    await eventually(lambda: _true_if(ready(), "True"), what="node edge-1 Ready again")
+
+    # a Node a user deletes stays deleted while the edge stays connected (heartbeats go on) ...
+    await cluster.kubectl("delete", "node", "edge-1")
+    stamp = await eventually(lambda: renewed_after(""), what="a Lease renewal after the delete")
+    await eventually(lambda: renewed_after(stamp), what="another Lease renewal")
+    assert await node() is None
+    # ... and comes back when the edge connects again
+    await edge.stop()
+    await edge.start(r"edge edge-1 running")
+    await eventually(lambda: _true_if(ready(), "True"), what="node edge-1 made again on reconnect")
+
+
+async def _true_if(value: Any, expected: str) -> bool:
+    return (await value) == expected
