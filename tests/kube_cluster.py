@@ -72,6 +72,18 @@ class Cluster:
         """kubectl in a thread, so the test's event loop (and the processes it reads) go on."""
         return await asyncio.to_thread(self.run_kubectl, *args, input=input, check=check)
 
+    def user(self, name: str, group: str = "") -> Path:
+        """A kubeconfig for another identity (a client certificate with CN=name, O=group)."""
+        done = subprocess.run(
+            [str(SCRIPT), "user", str(self.folder), name, group],
+            env=self.env,
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=60,
+        )
+        return Path(done.stdout.strip().splitlines()[-1])
+
     def restart_apiserver(self) -> None:
         """Stop the API server and start it again on the same port and etcd (``kill`` then start)."""
         subprocess.run(

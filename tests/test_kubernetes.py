@@ -271,7 +271,7 @@ async def _true(value: bool) -> bool:
 class KubeSite:
     """`kubeedge cloud run` on the real API server and `kubeedge edge run` processes."""
 
-    def __init__(self, root: Path, ca: trustme.CA, cluster: Cluster, namespace: str) -> None:
+    def __init__(self, root: Path, ca: trustme.CA, cluster: Cluster, namespace: str, **source: Any) -> None:
         self.root = root
         self.cluster = cluster
         self.namespace = namespace
@@ -294,6 +294,7 @@ class KubeSite:
                         "namespaces": [namespace],
                         "statusIntervalMs": 100,
                         "nodes": {"renewSeconds": 0.5},
+                        **source,
                     },
                     "resend": {"firstMs": 500, "maxMs": 2000},
                     "status": {"flushMs": 20},
@@ -522,3 +523,59 @@ async def test_each_connected_edge_is_a_node_with_a_lease_and_ready_follows_the_
 
 async def _true_if(value: Any, expected: str) -> bool:
     return (await value) == expected
+
+
+DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+CLOUD_IDENTITY = "system:serviceaccount:kubeedge:kubeedge-cloud"
+
+
+async def test_deploy_validates_and_the_cloud_runs_with_only_the_rights_it_gives(
+    tmp_path: Path,
+    ca: trustme.CA,
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    cluster = kube_cluster
+    await cluster.kubectl("apply", "-f", str(DEPLOY / "rbac.yaml"))
+    await cluster.kubectl("apply", "-f", str(DEPLOY / "cloud.yaml"))  # Deployment, Service, ConfigMap
+    deployed = yaml.safe_load(DEPLOY.joinpath("cloud.yaml").read_text().split("---")[0])
+    assert yaml.safe_load(deployed["data"]["cloud.yaml"])["source"]["kind"] == "kubernetes"
+
+    async def can(*args: str) -> str:
+        done = await cluster.kubectl("auth", "can-i", *args, "--as", CLOUD_IDENTITY, check=False)
+        return done.stdout.strip()
+
+    assert await can("patch", "devices", "--subresource=status", "-A") == "yes"
+    assert await can("watch", "devices.devices.kubeedge.io", "-A") == "yes"
+    assert await can("patch", "devices.devices.kubeedge.io", "-A") == "no"  # never the spec
+    assert await can("delete", "nodes") == "no"
+    assert await can("get", "secrets", "-A") == "no"
+
+    # the cloud as that ServiceAccount (a client certificate naming it), all namespaces
+    kubeconfig = cluster.user(CLOUD_IDENTITY)
+    namespace = cluster.new_namespace("rbac")
+    site = KubeSite(tmp_path, ca, cluster, namespace, kubeconfig=str(kubeconfig), namespaces=[])
+    try:
+        await site.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=manifest(model(namespace=namespace), device("meter", namespace=namespace, node="edge-sa")),
+        )
+        await site.start_cloud()
+        await site.start_edge("edge-sa")
+
+        async def label_reported() -> bool:
+            return ((await site.twin("meter", "label")).get("reported") or {}).get("value") == "hello"
+
+        await eventually(
+            label_reported, what="meter's label reported by the cloud running as its ServiceAccount"
+        )
+
+        async def lease() -> bool:
+            done = await cluster.kubectl("get", "lease", "-n", "kube-node-lease", "edge-sa", check=False)
+            return done.returncode == 0
+
+        await eventually(lease, what="edge-sa's Lease")
+        assert "forbidden" not in site.cloud.output.lower(), site.cloud.output
+    finally:
+        await site.close()
