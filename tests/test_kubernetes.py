@@ -30,6 +30,8 @@ from kubeedge_cloud.sources.kubernetes import KubernetesSettings, KubernetesSour
 from kubeedge_cloud.sources.source import Gone, WatchEvent
 from sample_devices import device, model
 
+REPO = Path(__file__).resolve().parents[1]
+
 
 def manifest(*documents: dict[str, Any]) -> str:
     return yaml.safe_dump_all(documents, sort_keys=False)
@@ -373,63 +375,63 @@ async def site(tmp_path: Path, ca: trustme.CA, kube_cluster: Cluster) -> AsyncIt
         await made.close()
 
 
-async def test_kubectl_end_to_end(site: KubeSite) -> None:
-    ns = site.namespace
-    (site.root / "device.yaml").write_text(
-        manifest(model(namespace=ns), device("sensor-1", namespace=ns, node="edge-1"))
-    )
-    await site.kubectl("apply", "-f", str(site.root / "device.yaml"))
+async def test_kubectl_end_to_end_as_the_readme_says(site: KubeSite) -> None:
+    """The README's kubectl section, on its example (in a namespace of its own)."""
+    example = REPO / "examples" / "kubernetes" / "thermostat.yaml"
+    await site.kubectl("apply", "-f", str(example))
     await site.start_cloud()
     await site.start_edge("edge-1")
 
     # reported values and the state come back into the Device's status
-    async def label_reported() -> bool:
-        return ((await site.twin("sensor-1", "label")).get("reported") or {}).get("value") == "hello"
+    async def reported(prop: str) -> str | None:
+        return ((await site.twin("thermostat", prop)).get("reported") or {}).get("value")
 
-    await eventually(label_reported, what="label reported in kubectl get device -o json")
+    await eventually(lambda: _true_if(reported("setpoint"), "21"), what="setpoint reported in the status")
     listed = (await site.kubectl("get", "devices")).stdout
     assert listed.split("\n")[0].split() == ["NAME", "MODEL", "NODE", "STATE", "AGE"], listed
-    assert listed.split("\n")[1].split()[:4] == ["sensor-1", "sensor-model", "edge-1", "online"], listed
-    as_yaml = yaml.safe_load((await site.kubectl("get", "device", "sensor-1", "-o", "yaml")).stdout)
+    assert listed.split("\n")[1].split()[:4] == ["thermostat", "thermostat-model", "edge-1", "online"], listed
+    as_yaml = yaml.safe_load((await site.kubectl("get", "device", "thermostat", "-o", "yaml")).stdout)
+    assert as_yaml["status"]["state"] == "online" and as_yaml["status"]["lastOnlineTime"]
     temperature = next(t for t in as_yaml["status"]["twins"] if t["propertyName"] == "temperature")
     assert temperature["reported"]["metadata"]["type"] == "float"
     assert temperature["reported"]["metadata"]["timestamp"].isdigit()
 
-    # a desired value by merge patch (the whole properties list) reaches the device
-    properties = device("sensor-1", namespace=ns)["spec"]["properties"]
-    properties[1]["desired"] = {"value": "25"}
-    patch = json.dumps({"spec": {"properties": properties}})
-    await site.kubectl("patch", "device", "sensor-1", "--type", "merge", "-p", patch)
-
     async def observed(value: str) -> bool:
-        twin = await site.twin("sensor-1", "setpoint")
+        twin = await site.twin("thermostat", "setpoint")
         return (twin.get("observedDesired") or {}).get("value") == value and (twin.get("reported") or {}).get(
             "value"
         ) == value
 
-    await eventually(lambda: observed("25"), what="setpoint 25 reported and observed")
-
-    # the shorter way: a JSON patch of the one value
+    # the README's short way: a JSON patch of the one value
     await site.kubectl(
         "patch",
         "device",
-        "sensor-1",
+        "thermostat",
         "--type",
         "json",
         "-p",
-        '[{"op": "replace", "path": "/spec/properties/1/desired/value", "value": "12"}]',
+        '[{"op": "replace", "path": "/spec/properties/1/desired/value", "value": "25"}]',
     )
+    await eventually(lambda: observed("25"), what="setpoint 25 reported and observed")
+
+    # a merge patch gives the whole properties list
+    properties = yaml.safe_load_all(example.read_text())
+    spec_properties = next(d for d in properties if d["kind"] == "Device")["spec"]["properties"]
+    spec_properties[1]["desired"] = {"value": "12"}
+    patch = json.dumps({"spec": {"properties": spec_properties}})
+    await site.kubectl("patch", "device", "thermostat", "--type", "merge", "-p", patch)
     await eventually(lambda: observed("12"), what="setpoint 12 reported and observed")
 
     explained = (await site.cluster.kubectl("explain", "device.spec")).stdout
     assert "nodeName" in explained and "properties" in explained, explained
 
     # a bad manifest is refused by the API server, said as such (422 Invalid)
-    bad = device("sensor-2", namespace=ns, node="edge-1")
+    bad = device("sensor-2", namespace=site.namespace, node="edge-1")
     bad["spec"]["properties"][0]["collectCycle"] = -5
     refused = await site.kubectl("apply", "-f", "-", input=manifest(bad), check=False)
     assert refused.returncode != 0
-    assert "is invalid" in refused.stderr and "collectCycle" in refused.stderr, refused.stderr
+    assert 'The Device "sensor-2" is invalid' in refused.stderr, refused.stderr
+    assert "spec.properties.collectCycle: Invalid value: -5" in refused.stderr, refused.stderr
 
 
 async def test_a_desired_value_patched_while_the_edge_is_offline_lands_when_it_reconnects(
@@ -525,7 +527,7 @@ async def _true_if(value: Any, expected: str) -> bool:
     return (await value) == expected
 
 
-DEPLOY = Path(__file__).resolve().parents[1] / "deploy"
+DEPLOY = REPO / "deploy"
 CLOUD_IDENTITY = "system:serviceaccount:kubeedge:kubeedge-cloud"
 
 
