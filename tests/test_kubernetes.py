@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,8 +27,10 @@ from test_cloud_edge import Process, eventually
 from kubeedge.bus import free_port
 from kubeedge_cloud.config import CloudConfig
 from kubeedge_cloud.module import CloudContext
+from kubeedge_cloud.nodes import NodeSettings
 from kubeedge_cloud.sources.kubernetes import KubernetesSettings, KubernetesSource
 from kubeedge_cloud.sources.source import Gone, WatchEvent
+from kubeedge_process import spawn
 from sample_devices import device, model
 
 REPO = Path(__file__).resolve().parents[1]
@@ -310,8 +313,6 @@ class KubeSite:
         await self.cloud.start(r"cloud running")
 
     async def start_edge(self, node: str) -> Process:
-        from kubeedge_process import spawn
-
         folder = self.root / node
         folder.mkdir(exist_ok=True)
         process = await spawn("token", "create", node, "-c", str(self.cloud_yaml))
@@ -424,6 +425,18 @@ async def test_kubectl_end_to_end_as_the_readme_says(site: KubeSite) -> None:
 
     explained = (await site.cluster.kubectl("explain", "device.spec")).stdout
     assert "nodeName" in explained and "properties" in explained, explained
+
+    # the cloud's own view reads the same status from the API server
+    process = await spawn(
+        "device", "get", "--cloud", f"{site.namespace}/thermostat", "-c", str(site.cloud_yaml), "-o", "json"
+    )
+    out, _ = await process.communicate()
+    text = out.decode()
+    assert process.returncode == 0, text
+    held = json.loads(text[text.index("{") :])
+    assert held["status"]["state"] == "online" and held["status"]["twins"]["setpoint"]["reported"] == "12", (
+        held
+    )
 
     # a bad manifest is refused by the API server, said as such (422 Invalid)
     bad = device("sensor-2", namespace=site.namespace, node="edge-1")
@@ -581,3 +594,11 @@ async def test_deploy_validates_and_the_cloud_runs_with_only_the_rights_it_gives
         assert "forbidden" not in site.cloud.output.lower(), site.cloud.output
     finally:
         await site.close()
+
+
+def test_the_cloud_readme_names_every_setting_of_the_kubernetes_source() -> None:
+    table = (REPO / "cloud" / "README.md").read_text()
+    documented = set(re.findall(r"`source\.([a-zA-Z]+(?:\.[a-zA-Z]+)?)`", table))
+    expected = {f.alias or n for n, f in KubernetesSettings.model_fields.items() if n != "nodes"}
+    expected |= {f"nodes.{f.alias or n}" for n, f in NodeSettings.model_fields.items()}
+    assert sorted(expected - documented) == []

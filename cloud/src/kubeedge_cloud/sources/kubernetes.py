@@ -285,7 +285,7 @@ class KubernetesSource(_Source):
             if self.config.kubeconfig == "in-cluster":
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
-                path = self.context.config.resolve(Path(self.config.kubeconfig))
+                path = self.context.config.resolve(Path(self.config.kubeconfig).expanduser())
                 if not path.is_file():
                     raise ConfigError(f"source.kubeconfig: {path} is not a file")
                 await config.load_kube_config(  # type: ignore[no-untyped-call]
