@@ -47,3 +47,15 @@ def test_soak_runs() -> None:
     assert "warm-up over: edge RSS" in result.stdout
     assert "headline: 500 updates/s offered," in result.stdout
     assert "for 0.333 min: edge RSS growth after warm-up" in result.stdout
+
+
+def test_cloud_fanin_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "cloud_fanin.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "cloud K=100 " in result.stdout
+    assert "headline: 100 nodes connected in" in result.stdout
