@@ -388,6 +388,7 @@ async def test_kubectl_end_to_end_as_the_readme_says(site: KubeSite) -> None:
         return ((await site.twin("thermostat", prop)).get("reported") or {}).get("value")
 
     await eventually(lambda: _true_if(reported("setpoint"), "21"), what="setpoint reported in the status")
+    await eventually(lambda: reported("temperature"), what="a temperature reported in the status")
     listed = (await site.kubectl("get", "devices")).stdout
     assert listed.split("\n")[0].split() == ["NAME", "MODEL", "NODE", "STATE", "AGE"], listed
     assert listed.split("\n")[1].split()[:4] == ["thermostat", "thermostat-model", "edge-1", "online"], listed
