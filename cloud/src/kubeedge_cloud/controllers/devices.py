@@ -25,7 +25,6 @@ from typing import Any, Protocol
 
 from pydantic import BaseModel
 
-from kubeedge.api.channel import ReportContent
 from kubeedge.api.device import Device
 from kubeedge.supervisor import Supervised
 from kubeedge_cloud.module import CloudContext, CloudModule
@@ -35,7 +34,6 @@ from kubeedge_cloud.sources.source import (
     SourceObject,
     StatusChange,
     WatchEvent,
-    change_of,
     merge_change,
 )
 
@@ -217,7 +215,7 @@ class DeviceController(CloudModule):
         return key in self.by_node.get(node, ())
 
     def submit_report(
-        self, node: str, report: ReportContent
+        self, node: str, devices: Mapping[str, StatusChange]
     ) -> tuple[asyncio.Future[None] | None, list[str]]:
         """Queue a node's report for the next status write.
 
@@ -226,11 +224,10 @@ class DeviceController(CloudModule):
         """
         refused = []
         taken = 0
-        for key, device_report in report.devices.items():
+        for key, change in devices.items():
             if not self.assigned(node, key):
                 refused.append(key)
                 continue
-            change = change_of(device_report)
             held = self._pending.get(key)
             if held is None:
                 self._pending[key] = (node, change)

@@ -26,13 +26,14 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from kubeedge.api import channel
-from kubeedge.api.channel import ErrorContent, Header, Message, ReportContent, Route, SyncContent
+from kubeedge.api.channel import ErrorContent, Header, Message, Route, SyncContent
 from kubeedge.api.twin import now_ms
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import WireError
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge_cloud.config import CloudConfig
 from kubeedge_cloud.controllers.devices import Desired, DeviceController
+from kubeedge_cloud.hub.reports import report_changes
 
 log = logging.getLogger(__name__)
 refusals = ThrottledLog(log)
@@ -225,16 +226,16 @@ class Session:
         if not self.synced:
             raise WireError("twin/report before hub/sync: the first message must be hub/sync", 409)
         try:
-            content = ReportContent.model_validate(message.content)
+            devices = report_changes(message.content)
         except ValidationError as exc:
             raise WireError(f"twin/report: {_first_error(exc)}") from None
-        if not content.devices:
+        if not devices:
             self._answer(message, channel.ACK)
             return
         controller = self.controller
         if not controller.ready.is_set():
             await controller.ready.wait()
-        stored, refused = controller.submit_report(self.node, content)
+        stored, refused = controller.submit_report(self.node, devices)
         reason = ""
         if refused:
             names = ", ".join(sorted(refused)[:10]) + (" ..." if len(refused) > 10 else "")

@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from kubeedge.api.channel import DeviceReport, TwinStatus, object_resource
+from kubeedge.api.channel import TwinStatus, object_resource
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge_cloud.module import CloudModule
 
@@ -90,14 +90,10 @@ class DeviceStatusRecord:  # what read_status answers: a view for people and the
 StatusChange = dict[str, Any]
 """A device's changes as a report carries them, in its JSON form with only the fields present:
 ``{"twins": {"temperature": {"reported": "21.5", "reported_at": 1754450000000}}, "state":
-"online", "last_online_time": "..."}`` (``kubeedge.api.channel.DeviceReport``, validated). Plain
+"online", "last_online_time": "..."}`` (``kubeedge.api.channel.DeviceReport``, validated by the
+hub: ``kubeedge_cloud.hub.reports``). Plain
 data, not models: this is the cloud's hottest path, merged and written thousands of times a
 second."""
-
-
-def change_of(report: DeviceReport) -> StatusChange:
-    """The changes a validated report carries (fields it did not set are left out)."""
-    return report.model_dump(exclude_unset=True)
 
 
 def merge_change(held: StatusChange, newer: StatusChange) -> None:
