@@ -184,6 +184,70 @@ async def test_status_writes_land_in_the_status_subresource_and_never_reach_the_
         await events.close()
 
 
+async def test_a_flapping_device_is_coalesced_into_few_patches_and_the_newest_value_wins(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    src.config.status_interval_ms = 1000
+    await kube_cluster.kubectl(
+        "apply", "-n", ns, "-f", "-", input=manifest(model(namespace=ns), device(namespace=ns))
+    )
+    await src.list()
+    key = f"{ns}/sensor-1"
+    # 50 reports for one device at once: every one is acked, and they cost at most two patches
+    # (the first, and one carrying the other 49 merged)
+    await asyncio.gather(
+        *(
+            src.write_status(
+                {key: ("edge-1", {"twins": {"temperature": {"reported": str(n), "reported_at": n}}})}
+            )
+            for n in range(50)
+        )
+    )
+    assert src.patches <= 2
+    got = json.loads((await kube_cluster.kubectl("get", "-n", ns, "device", "sensor-1", "-o", "json")).stdout)
+    assert got["status"]["twins"][0]["reported"]["value"] == "49"
+
+
+async def test_an_observed_desired_value_goes_ahead_of_the_queue(
+    source: tuple[KubernetesSource, str],
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    src, ns = source
+    src.limiter_rate(rate=2, burst=1)  # two patches a second: a queue builds up
+    names = [f"d{n}" for n in range(8)]
+    await kube_cluster.kubectl(
+        "apply",
+        "-n",
+        ns,
+        "-f",
+        "-",
+        input=manifest(model(namespace=ns), *(device(n, namespace=ns) for n in names)),
+    )
+    await src.list()
+    queued = [
+        asyncio.ensure_future(
+            src.write_status(
+                {f"{ns}/{n}": ("edge-1", {"twins": {"temperature": {"reported": "1", "reported_at": 1}}})}
+            )
+        )
+        for n in names[:7]
+    ]
+    await asyncio.sleep(0)  # all seven queued
+    await src.write_status(
+        {
+            f"{ns}/d7": (
+                "edge-1",
+                {"twins": {"setpoint": {"observed_desired": "25", "observed_desired_at": 2}}},
+            )
+        }
+    )
+    # when the answer to the desired value is written, most of those queued before it are not
+    assert sum(1 for task in queued if task.done()) <= 2
+    await asyncio.gather(*queued)
+
+
 async def test_a_watch_from_a_revision_the_server_no_longer_has_is_gone(
     source: tuple[KubernetesSource, str],
 ) -> None:

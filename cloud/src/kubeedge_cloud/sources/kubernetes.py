@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import os
 import time
 from collections.abc import AsyncIterator, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,7 @@ class _StatusEntry:
     in_flight: bool = False
     next_at: float = 0.0
     attempts: int = 0
+    urgent: bool = False
     waiters: list[asyncio.Future[None]] = field(default_factory=list)
 
     def merge(self, node: str, change: StatusChange) -> None:
@@ -268,6 +270,9 @@ class KubernetesSource(_Source):
         """resource -> version last passed on (a change with the same version is not passed on)."""
         self.status: dict[str, _StatusEntry] = {}
         self._wake = asyncio.Event()
+        self._dirty: dict[str, None] = {}
+        self._urgent: set[str] = set()
+        """Devices with status to write, in the order they got it (a dict as an ordered set)."""
         self._limiter = RateLimiter(settings.qps, settings.burst)
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -277,6 +282,14 @@ class KubernetesSource(_Source):
 
     # ------------------------------------------------------------------ connection
 
+    def limiter_rate(self, rate: float, burst: int) -> None:
+        """Change the global status write limit (``qps``/``burst``) of a running source."""
+        self._limiter = RateLimiter(rate, burst)
+
+    def _kubeconfig_path(self) -> Path:
+        """``source.kubeconfig`` as a path: ``~`` expanded, relative to cloud.yaml."""
+        return self.context.config.resolve(Path(os.path.expanduser(self.config.kubeconfig)))
+
     async def _connect(self) -> None:
         from kubernetes.aio import client, config
 
@@ -285,7 +298,7 @@ class KubernetesSource(_Source):
             if self.config.kubeconfig == "in-cluster":
                 config.load_incluster_config(client_configuration=configuration)  # type: ignore[no-untyped-call]
             else:
-                path = self.context.config.resolve(Path(self.config.kubeconfig).expanduser())
+                path = self._kubeconfig_path()
                 if not path.is_file():
                     raise ConfigError(f"source.kubeconfig: {path} is not a file")
                 await config.load_kube_config(  # type: ignore[no-untyped-call]
@@ -501,34 +514,63 @@ class KubernetesSource(_Source):
                 entry = self.status[key] = _StatusEntry(namespace=namespace, name=name)
             entry.merge(node, change)
             entry.dirty = True
+            if any("observed_desired" in twin for twin in (change.get("twins") or {}).values()):
+                # the answer to a user's desired value: ahead of the queue and of the device's interval
+                entry.urgent = True
+                self._urgent.add(key)
+            self._dirty.setdefault(key, None)  # a device already waiting keeps its place
             future: asyncio.Future[None] = loop.create_future()
             entry.waiters.append(future)
             waiting.append(future)
         self._wake.set()
         await asyncio.gather(*waiting)
 
+    def _next_ready(self, now: float) -> tuple[_StatusEntry | None, float | None]:
+        """The device to patch next: one with an observed-desired value first, else the one that
+        has waited longest; or, when none may go yet, when the first one may."""
+        for key in list(self._urgent):
+            entry = self.status.get(key)
+            if entry is None or not entry.dirty or not entry.urgent:
+                self._urgent.discard(key)
+            elif not entry.in_flight:
+                return entry, None
+        soonest: float | None = None
+        for key in list(self._dirty):
+            entry = self.status.get(key)
+            if entry is None or not entry.dirty:
+                del self._dirty[key]
+            elif entry.in_flight:
+                continue
+            elif entry.next_at <= now:
+                return entry, None
+            elif soonest is None or entry.next_at < soonest:
+                soonest = entry.next_at
+        return None, soonest
+
     async def _write_loop(self) -> None:
         interval = self.config.status_interval_ms / 1000
         slots = asyncio.Semaphore(self.config.parallel_writes)
         while True:
-            await self._wake.wait()
-            self._wake.clear()
-            now = time.monotonic()
-            ready = [e for e in self.status.values() if e.dirty and not e.in_flight and e.next_at <= now]
-            later = [
-                e.next_at for e in self.status.values() if e.dirty and not e.in_flight and e.next_at > now
-            ]
-            for entry in ready:
-                await self._limiter.acquire()
-                await slots.acquire()
-                entry.in_flight = True
-                task = asyncio.create_task(self._patch(entry, interval, slots))
-                self._in_flight.add(task)
-                task.add_done_callback(self._in_flight.discard)
-            if later and not self._wake.is_set():
+            # a token and a slot first, then the best device at that moment: a device that
+            # becomes urgent while the writer waits for the rate limit still goes first
+            await self._limiter.acquire()
+            await slots.acquire()
+            while True:
+                self._wake.clear()
+                entry, soonest = self._next_ready(time.monotonic())
+                if entry is not None:
+                    break
+                timeout = None if soonest is None else max(0.0, soonest - time.monotonic())
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), timeout=max(0.0, min(later) - time.monotonic()))
-                self._wake.set()
+                    await asyncio.wait_for(self._wake.wait(), timeout)
+            key = f"{entry.namespace}/{entry.name}"
+            self._dirty.pop(key, None)
+            self._urgent.discard(key)
+            entry.in_flight = True
+            entry.urgent = False
+            task = asyncio.create_task(self._patch(entry, interval, slots))
+            self._in_flight.add(task)
+            task.add_done_callback(self._in_flight.discard)
 
     async def _patch(self, entry: _StatusEntry, interval: float, slots: asyncio.Semaphore) -> None:
         from kubernetes.aio.client.exceptions import ApiException
@@ -592,6 +634,7 @@ class KubernetesSource(_Source):
         entry.waiters = [*waiters, *entry.waiters]
         entry.dirty = True
         entry.next_at = time.monotonic() + delay
+        self._dirty.setdefault(f"{entry.namespace}/{entry.name}", None)
         log.warning(
             "kubernetes source: status of device %s/%s: %s; again in %.1f s",
             entry.namespace,
