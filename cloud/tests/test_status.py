@@ -98,3 +98,37 @@ async def test_status_survives_a_cloud_restart(cloud) -> None:
     status = await cloud.source.read_status()
     assert status["default/a"].twins["temperature"].reported == "7"
     assert status["default/a"].node == "edge-1"
+
+
+async def test_a_deleted_devices_status_goes_with_it(cloud) -> None:
+    cloud.write("plant.yaml", model(), device("a", "edge-1"), device("b", "edge-1"))
+    await cloud.reload()
+    client = await synced_client(cloud)
+    both = {key: {"twins": {"temperature": reported("5")}} for key in ("default/a", "default/b")}
+    await client.answer_to(await client.report(both))
+    assert stored_row(cloud, "default/b") is not None
+
+    cloud.write("plant.yaml", model(), device("a", "edge-1"))  # b leaves the source
+    await cloud.reload()
+    assert set(await cloud.source.read_status()) == {"default/a"}
+    assert stored_row(cloud, "default/b") is None  # on disk too: what device list --cloud reads
+    # a report taken just before the deletion is not stored for it
+    await cloud.source.write_status({"default/b": ("edge-1", {"twins": {"temperature": reported("6")}})})
+    assert stored_row(cloud, "default/b") is None
+
+    cloud.write("plant.yaml", model(), device("a", "edge-1"), device("b", "edge-1"))  # made again
+    await cloud.reload()
+    assert "default/b" not in await cloud.source.read_status()  # starts from nothing
+
+
+async def test_a_device_deleted_while_the_cloud_was_down_loses_its_status(cloud) -> None:
+    cloud.write("plant.yaml", model(), device("a", "edge-1"), device("b", "edge-1"))
+    await cloud.reload()
+    client = await synced_client(cloud)
+    both = {key: {"twins": {"temperature": reported("5")}} for key in ("default/a", "default/b")}
+    await client.answer_to(await client.report(both))
+    await cloud.stop()
+    cloud.write("plant.yaml", model(), device("a", "edge-1"))
+    await cloud.start()
+    assert set(await cloud.source.read_status()) == {"default/a"}
+    assert stored_row(cloud, "default/b") is None

@@ -133,6 +133,7 @@ class FilesSource(_Source):
                 for resource, stored in self.store.objects.items():
                     current.setdefault(resource, (stored.digest, stored.content))
             put, deleted = await self.store.run(self.store.put_objects, current)
+            await self._drop_status_of_deleted_devices()
             if not put and not deleted:
                 return
             revision = self.store.counter - len(deleted)
@@ -157,6 +158,17 @@ class FilesSource(_Source):
                 self.head = self.store.counter
                 self._changed.notify_all()
 
+    async def _drop_status_of_deleted_devices(self) -> None:
+        """Forget the status of devices no longer in the store (gone from the folder now, or while
+        the cloud was down): ``device list --cloud`` and a device made again under the same name
+        start from nothing. Reports still on their way for them are not stored
+        (:meth:`write_status`)."""
+        objects = self.store.objects
+        gone = self.store.drop_status(lambda key: f"device/{key}" in objects)
+        if gone:
+            await self.store.run(self.store.delete_status_rows, gone)
+            log.info("files source: the status of %d deleted device(s) removed", len(gone))
+
     async def list(self) -> Listing:
         return Listing(list(self.objects.values()), str(self.head))
 
@@ -178,6 +190,10 @@ class FilesSource(_Source):
                 yield event
 
     async def write_status(self, batch: Mapping[str, tuple[str, StatusChange]]) -> None:
+        objects = self.store.objects
+        if any(f"device/{key}" not in objects for key in batch):
+            # reports taken just before their device was deleted: its status went with it
+            batch = {key: change for key, change in batch.items() if f"device/{key}" in objects}
         rows = self.store.merge_status(batch)
         await self.store.run(self.store.write_status_rows, rows)
 

@@ -6,7 +6,8 @@
   restarted cloud gives unchanged objects their old versions and reconnecting edges get nothing.
 * ``device_status``: per device, the reporting node, state, lastOnlineTime and the twins
   (reported and observed-desired values with their times and types), one row per device: a
-  batch of reports is one transaction that writes each device once.
+  batch of reports is one transaction that writes each device once. A device's row goes with the
+  device: deleted in the transaction after the one that took the device from ``objects``.
 
 The database is only touched from one thread (:class:`Store` runs every statement in its own
 single-thread executor), never on the event loop. WAL with ``synchronous=NORMAL``, as the edge's
@@ -180,6 +181,24 @@ class Store:
         db = self._db
         with _transaction(db):
             db.execute(ROWS_FROM_JSON, (orjson.dumps(list(rows)),))
+        self.commits += 1
+
+    def drop_status(self, keep: Callable[[str], bool]) -> list[str]:
+        """Forget the status of every device ``keep`` says no (called on the event loop); the keys
+        dropped, for :meth:`delete_status_rows`."""
+        gone = [key for key in self.status if not keep(key)]
+        for key in gone:
+            del self.status[key]
+        return gone
+
+    def delete_status_rows(self, keys: list[str]) -> None:
+        assert self._db is not None
+        db = self._db
+        with _transaction(db):
+            db.execute(
+                "DELETE FROM device_status WHERE key IN (SELECT value FROM json_each(?))",
+                (orjson.dumps(keys),),
+            )
         self.commits += 1
 
 
