@@ -4,6 +4,7 @@ said once, and a closing line when stopped with Ctrl-C (in a terminal, as `make 
 import fcntl
 import os
 import pty
+import re
 import signal
 import struct
 import subprocess
@@ -11,6 +12,8 @@ import sys
 import termios
 import threading
 import time
+
+import yaml
 
 from kubeedge.cli.demo import shown_value
 from kubeedge_process import ENV
@@ -102,3 +105,44 @@ def test_piped_output_says_each_line_once() -> None:
         out.rstrip().splitlines()[-1]
         == "demo stopped: edge and broker shut down, its temporary folder removed."
     )
+
+
+def test_with_cloud_shows_the_status_the_cloud_holds_and_a_desired_value_landing(tmp_path) -> None:
+    workdir = tmp_path / "demo"
+    result = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "kubeedge",
+            "demo",
+            "--with-cloud",
+            "--duration",
+            "30",
+            "--keep",
+            str(workdir),
+        ],
+        capture_output=True,
+        text=True,
+        env=ENV,
+        timeout=120,
+    )
+    out = result.stdout
+    assert result.returncode == 0, out + result.stderr
+    assert out.count("status as the cloud holds it") >= 2, out
+    # each device as the cloud holds it: node, state, reported values with their age
+    assert re.search(
+        r"demo/main-meter\s+│\s+demo\s+│\s+online\s+│\s+energy\s+│\s+│\s+\d+\s+│\s+[\d.]+s", out
+    ), out
+    landed = "✓ desired setpoint=23.5 set in the cloud's manifest landed on demo/thermostat-living-room"
+    assert out.count(landed) == 1, out
+    after = out[out.index(landed) :]
+    # desired in the cloud's manifest, reported by the device, observed-desired in the cloud
+    assert re.search(r"setpoint\s+│\s+23\.5\s+│\s+23\.5\s+│\s+[\d.]+s\s+│\s+23\.5\s+│", after), after
+    manifest = yaml.safe_load_all((workdir / "cloud" / "manifests" / "devices.yaml").read_text())
+    living_room = next(d for d in manifest if d["metadata"]["name"] == "thermostat-living-room")
+    assert {"name": "setpoint", "desired": {"value": "23.5"}} in living_room["spec"]["properties"]
+    assert "kubeedge device list --cloud -c" in out and str(workdir / "cloud" / "cloud.yaml") in out
+    # both processes were stopped, each in its own way
+    for log in ("cloud.log", "edge.log"):
+        assert "stopping ..." in (workdir / log).read_text(), log
+    assert out.rstrip().splitlines()[-1] == f"demo stopped: cloud and edge shut down, kept in {workdir}."

@@ -53,26 +53,47 @@ HEX_UP_TO = 16
     default=None,
     help="Work in this folder and keep it (config, manifests, twin database).",
 )
-def demo(duration: float | None, port: int, keep: Path | None) -> None:
+@click.option(
+    "--with-cloud",
+    is_flag=True,
+    help="Run a cloud and an edge as two processes (needs kubeedge-cloud): the table is the status "
+    "the cloud holds, and the desired value is set in the cloud's manifest.",
+)
+def demo(duration: float | None, port: int, keep: Path | None, with_cloud: bool) -> None:
     """A live edge with simulated devices: twins refresh, a desired value lands.
 
     Uses the embedded MQTT broker and the virtual mapper (kubeedge-mapper-virtual); nothing
     else is needed. While it runs, set desired values from another terminal with the command it
     prints, or edit the manifests it prints the path of: the edge follows changes.
+
+    With --with-cloud, `kubeedge cloud run` serves the devices from a folder of manifests and an
+    edge (`kubeedge edge run`) connects to it; both stop with the demo.
     """
     if "virtual" not in installed_plugins("mapper"):
         raise click.ClickException("the demo needs the virtual mapper: pip install -e mappers/virtual")
+    if with_cloud:
+        from kubeedge.cli import demo_cloud
+
+        if not demo_cloud.cloud_installed():
+            raise click.ClickException(
+                "demo --with-cloud needs the cloud, kubeedge-cloud, which is not installed: "
+                "pip install -e cloud (make demo and make test install it)"
+            )
     workdir = keep or Path(tempfile.mkdtemp(prefix="kubeedge-demo-"))
     try:
-        config_path = _prepare(workdir, port or free_port())
-        asyncio.run(_run(config_path, duration))
+        if with_cloud:
+            asyncio.run(demo_cloud.run(workdir, port or free_port(), duration))
+        else:
+            config_path = _prepare(workdir, port or free_port())
+            asyncio.run(_run(config_path, duration))
     except KubeEdgeError as exc:
         raise click.ClickException(str(exc)) from None
     finally:
         if keep is None:
             shutil.rmtree(workdir, ignore_errors=True)
     kept = f"kept in {keep}" if keep is not None else "its temporary folder removed"
-    click.echo(f"demo stopped: edge and broker shut down, {kept}.")
+    stopped = "cloud and edge" if with_cloud else "edge and broker"
+    click.echo(f"demo stopped: {stopped} shut down, {kept}.")
 
 
 def _prepare(workdir: Path, port: int) -> Path:
