@@ -12,6 +12,7 @@ import sys
 import termios
 import threading
 import time
+from pathlib import Path
 
 import yaml
 
@@ -145,4 +146,17 @@ def test_with_cloud_shows_the_status_the_cloud_holds_and_a_desired_value_landing
     # both processes were stopped, each in its own way
     for log in ("cloud.log", "edge.log"):
         assert "stopping ..." in (workdir / log).read_text(), log
+    assert not _processes_naming(workdir)  # nothing left running: cloud, edge, status reads
     assert out.rstrip().splitlines()[-1] == f"demo stopped: cloud and edge shut down, kept in {workdir}."
+
+
+def _processes_naming(path) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().decode(errors="replace").replace("\0", " ")
+        except OSError:  # it ended meanwhile
+            continue
+        if str(path) in args:
+            found.append(args)
+    return found
