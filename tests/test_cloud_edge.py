@@ -395,8 +395,8 @@ async def test_a_cloud_restart_resyncs_without_sending_unchanged_objects(site: S
     await site.start_cloud()
     line = await edge.wait_line(r"in sync with", start=mark)
     assert "(0 change(s) received; 2 object(s) held)" in line, line
-    sent = await site.cloud.wait_line(r"node edge-1 synced: \d+ object\(s\) sent")  # the restarted cloud
-    assert "synced: 0 object(s) sent, 2 held already" in sent, sent
+    sent = await site.cloud.wait_line(r"synced \(edge-1\): \d+ object\(s\) sent")  # the restarted cloud
+    assert "1 synced (edge-1): 0 object(s) sent, 2 held already" in sent, sent
     await eventually(
         lambda: _reported_in_cloud(site, "default/sensor-1", "label"), what="reports after the restart"
     )

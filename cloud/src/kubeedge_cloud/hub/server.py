@@ -6,7 +6,9 @@ token) or 403 (a token for another node), with the reason in the body, logged on
 line per peer and reason a minute). One connection per node: a new one replaces the old (the old
 may be a half-open socket the node gave up on). Frames beyond ``limits.maxMessageBytes`` close
 the connection (1009, "message too big"); beyond ``limits.messagesPerSecond`` the connection is
-read more slowly.
+read more slowly. Connects, syncs and disconnects are summarised in one INFO line a second
+(:mod:`kubeedge_cloud.hub.activity`): a connect storm of thousands of edges is not thousands of
+lines.
 """
 
 from __future__ import annotations
@@ -25,6 +27,7 @@ from websockets.http11 import Request, Response
 
 from kubeedge.ratelimit import ThrottledLog
 from kubeedge_cloud.controllers.devices import DeviceController
+from kubeedge_cloud.hub.activity import NodeActivityLog
 from kubeedge_cloud.hub.session import Session
 from kubeedge_cloud.module import CloudContext, CloudModule
 from kubeedge_cloud.tokens import check_token, load_or_create_secret
@@ -48,6 +51,8 @@ class HubModule(CloudModule):
         self.closed_too_big = 0
         self.url = ""
         self._closing: set[asyncio.Future[None]] = set()
+        self.activity = NodeActivityLog(log)
+        """Connects, syncs and disconnects: one INFO line a second at most (each at DEBUG)."""
 
     async def start(self) -> None:
         config = self.context.config
@@ -85,6 +90,7 @@ class HubModule(CloudModule):
             self.server.close()
             await self.server.wait_closed()
             self.server = None
+        self.activity.flush()
 
     def describe(self) -> dict[str, Any]:
         return {"hub": self.url}
@@ -116,17 +122,16 @@ class HubModule(CloudModule):
         match = PATH.match(connection.request.path.split("?", 1)[0]) if connection.request else None
         assert match is not None  # checked before the upgrade
         node = match.group(1)
-        session = Session(connection, node, self.controller, self.context.config)
+        session = Session(connection, node, self.controller, self.context.config, self.activity)
         previous = self.sessions.get(node)
         self.sessions[node] = session
         self.controller.attach(session)
         if previous is not None:
-            log.info("node %s connected again: closing its previous connection", node)
             # not awaited: a half-open old socket would hold the new session for the close timeout
             closing = asyncio.ensure_future(previous.close("replaced by a newer connection of the same node"))
             self._closing.add(closing)
             closing.add_done_callback(self._closing.discard)
-        log.info("node %s connected from %s", node, _peer(connection))
+        self.activity.connected(node, _peer(connection), replaced=previous is not None)
         source = self.controller.source
         if source is not None:
             source.node_connected(node, _peer(connection))
@@ -147,7 +152,7 @@ class HubModule(CloudModule):
                     (node, "1009"), f"node {node}: closed its connection: a message over {limit} bytes"
                 )
             reason = sent.reason if sent is not None else connection.close_reason
-            log.info("node %s disconnected (%s %s)", node, code, reason or "")
+            self.activity.disconnected(node, code, reason or "")
 
 
 def _bearer(headers: Headers) -> str | None:

@@ -33,6 +33,7 @@ from kubeedge.errors import WireError
 from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge_cloud.config import CloudConfig
 from kubeedge_cloud.controllers.devices import Desired, DeviceController
+from kubeedge_cloud.hub.activity import NodeActivityLog
 from kubeedge_cloud.hub.reports import report_changes
 
 log = logging.getLogger(__name__)
@@ -56,9 +57,15 @@ class Session:
     """A connected edge node (implements the controller's ``NodeLink``)."""
 
     def __init__(
-        self, connection: ServerConnection, node: str, controller: DeviceController, config: CloudConfig
+        self,
+        connection: ServerConnection,
+        node: str,
+        controller: DeviceController,
+        config: CloudConfig,
+        activity: NodeActivityLog | None = None,
     ) -> None:
         self.connection = connection
+        self.activity = activity or NodeActivityLog(log)
         self.node = node
         self.controller = controller
         self.config = config
@@ -192,7 +199,7 @@ class Session:
         self._by_id.clear()
         self.synced = True
         self._sync_answer_due = True
-        log.info("node %s (instance %s) syncs: holds %d object(s)", self.node, self.instance, len(self.held))
+        self.activity.syncs(self.node, self.instance, len(self.held))
         self.controller.enqueue(self.node)
 
     def _on_ack(self, parent: str, error: str | None) -> None:
@@ -284,7 +291,7 @@ class Session:
         if self._sync_answer_due:
             self._sync_answer_due = False
             self._answer(None, channel.SYNCED, {"sent": sent})
-            log.info("node %s synced: %d object(s) sent, %d held already", self.node, sent, len(self.held))
+            self.activity.synced(self.node, sent, len(self.held))
         return sent
 
     def _send_object(self, resource: str, operation: str, version: str | None, content: Any) -> None:
