@@ -81,6 +81,7 @@ class DeviceController(CloudModule):
         self.reports_taken = 0
         self.reconciles = 0
         self._tasks: list[Supervised] = []
+        self._storing: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         self.source = self.context.find(Source)  # type: ignore[type-abstract]
@@ -94,6 +95,8 @@ class DeviceController(CloudModule):
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
+        for storing in self._storing:
+            storing.cancel()
         for waiter in self._waiters:
             if not waiter.done():
                 waiter.cancel()
@@ -252,18 +255,31 @@ class DeviceController(CloudModule):
             batch, self._pending = self._pending, {}
             waiters, self._waiters = self._waiters, []
             self._have_pending.clear()
-            try:
-                await self.source.write_status(batch)
-            except Exception as exc:
-                log.exception("status write of %d device(s) failed; the edges send them again", len(batch))
-                for waiter in waiters:
-                    if not waiter.done():
-                        waiter.set_exception(exc)
-                continue
-            self.status_writes += 1
+            if self.source.overlapping_writes:
+                # the source takes the next batch while this one is written (it merges batches
+                # in the order they were handed over): a slow batch holds back no later report
+                task = asyncio.create_task(self._store(batch, waiters))
+                self._storing.add(task)
+                task.add_done_callback(self._storing.discard)
+            else:
+                await self._store(batch, waiters)
+
+    async def _store(
+        self, batch: dict[str, tuple[str, StatusChange]], waiters: list[asyncio.Future[None]]
+    ) -> None:
+        assert self.source is not None
+        try:
+            await self.source.write_status(batch)
+        except Exception as exc:
+            log.exception("status write of %d device(s) failed; the edges send them again", len(batch))
             for waiter in waiters:
                 if not waiter.done():
-                    waiter.set_result(None)
+                    waiter.set_exception(exc)
+            return
+        self.status_writes += 1
+        for waiter in waiters:
+            if not waiter.done():
+                waiter.set_result(None)
 
 
 def _node(obj: SourceObject) -> str:

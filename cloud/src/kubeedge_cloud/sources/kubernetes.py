@@ -257,6 +257,7 @@ class KubernetesSource(_Source):
 
     name = "kubernetes"
     settings_model = KubernetesSettings
+    overlapping_writes = True  # each call merges into the devices' entries at once, in call order
 
     def __init__(self, context: CloudContext, settings: BaseModel) -> None:
         super().__init__(context, settings)

@@ -117,6 +117,9 @@ class Source(CloudModule):
     """Base class of device sources (see the module's docstring for the contract)."""
 
     order: ClassVar[int] = 10
+    overlapping_writes: ClassVar[bool] = False
+    """Whether :meth:`write_status` may be called again before an earlier call returned (the
+    source then applies batches in call order itself)."""
 
     async def open_view(self) -> None:
         """Open for reading only, instead of :meth:`start` (``device list --cloud``):
