@@ -28,10 +28,17 @@ async def start_edge(config: Path, timeout: float = 30) -> tuple[asyncio.subproc
     process = await spawn("edge", "run", "-c", str(config))
     assert process.stdout is not None
     seen = b""
-    async with asyncio.timeout(timeout):
-        while True:
-            line = await process.stdout.readline()
-            seen += line
-            assert line, f"the edge exited before it said it was running:\n{seen.decode()}"
-            if b"running" in line:
-                return process, line
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await process.stdout.readline()
+                seen += line
+                assert line, f"the edge exited before it said it was running:\n{seen.decode()}"
+                if b"running" in line:
+                    return process, line
+    except BaseException:
+        # Never left running behind a failed test (nobody else holds the process yet).
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+        raise
