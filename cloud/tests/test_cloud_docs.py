@@ -16,7 +16,7 @@ def test_the_readme_examples_of_cloud_yaml_load(tmp_path) -> None:
     example = re.search(r"```yaml\n# cloud.yaml\n(.*?)```", cloud_readme, re.S)
     assert example is not None
     readme = (ROOT / "README.md").read_text()
-    heredoc = re.search(r"cat > cloud.yaml <<'YAML'\n(.*?)YAML\n", readme, re.S)
+    heredoc = re.search(r"cat > (?:try-cloud/)?cloud.yaml <<'YAML'\n(.*?)YAML\n", readme, re.S)
     assert heredoc is not None
     for text in (example.group(1), heredoc.group(1)):
         path = tmp_path / "cloud.yaml"
