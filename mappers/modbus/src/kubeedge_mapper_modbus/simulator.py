@@ -11,6 +11,7 @@ import argparse
 import asyncio
 import contextvars
 import logging
+import struct
 import time
 from collections import Counter, defaultdict
 from typing import Any, ClassVar
@@ -64,6 +65,11 @@ class ModbusSimulator:
         """unit -> monotonic times its requests arrived (answered or not)."""
         self.connections = 0
         """Client connections opened so far."""
+        self.open_connections = 0
+        """Client connections open now."""
+        self.write_spans: dict[int, set[tuple[int, int]]] = {}
+        """unit -> {(address, count)}: when set, a register write must cover one of these spans
+        exactly (a device with typed points refuses half a float), else exception 2."""
         self._server: Any = None
 
     def _device(self, unit: int) -> SimDevice:
@@ -78,6 +84,9 @@ class ModbusSimulator:
                     self.unanswered[unit] -= 1
                 # The server is made with ignore_missing_devices: it drops the request, no answer.
                 raise NoSuchIdException(f"unit {unit} is silent")
+            spans = self.write_spans.get(unit)
+            if set_values is not None and fc in (6, 16) and spans and (address, count) not in spans:
+                return ExcCodes.ILLEGAL_ADDRESS
             failing = self.failing[unit]
             if failing and any((fc, a) in failing for a in range(address, address + count)):
                 return ExcCodes.ILLEGAL_ADDRESS
@@ -94,6 +103,7 @@ class ModbusSimulator:
     def _connected(self, connected: bool) -> None:
         if connected:
             self.connections += 1
+        self.open_connections += 1 if connected else -1
 
     def _trace(self, sending: bool, pdu: Any) -> Any:
         if not sending:
@@ -166,19 +176,36 @@ class ModbusSimulator:
         return sum(n for (u, _), n in self.requests.items() if unit is None or u == unit)
 
 
+# How each conformance point sits on the device, written out from the Modbus rules (16-bit
+# big-endian registers, high word first; isRegisterSwap: words reversed) and never through the
+# driver's codec, which would agree with its own mistakes: (table, offset, form, registers, words
+# reversed, scale).
+WIRE: dict[str, tuple[str, int, str, int, bool, float]] = {
+    "count": ("HoldingRegister", 0, ">h", 1, False, 1.0),
+    "temperature": ("InputRegister", 10, ">h", 1, False, 0.1),
+    "energy": ("HoldingRegister", 20, ">d", 4, True, 1.0),
+    "label": ("HoldingRegister", 30, "text", 8, False, 1.0),
+    "tag": ("HoldingRegister", 40, "bytes", 2, False, 1.0),
+    "running": ("CoilRegister", 5, "bit", 1, False, 1.0),
+}
+
+
 class ModbusConformanceSimulator(DeviceSimulator):
     """The Modbus mapper's side of the kubeedge conformance suite."""
 
     protocol: ClassVar[str] = "modbus"
+    point_error: ClassVar[str | None] = "illegal data address"
     mapper_settings: ClassVar[dict[str, Any]] = {"readTimeout": 3, "maxBackoff": 1}
 
     def __init__(self) -> None:
         self.server = ModbusSimulator(units=(1,))
+        spans = {(offset, n) for table, offset, _, n, _, _ in WIRE.values() if table == "HoldingRegister"}
+        self.server.write_spans[1] = spans
 
     async def start(self) -> None:
         await self.server.start()
         for point in self.points():
-            await self.server.set_value(1, point.visitor, point.type.lower(), point.initial)
+            await self.set_device_value(point.name, point.initial)
 
     async def stop(self) -> None:
         await self.server.stop()
@@ -247,12 +274,34 @@ class ModbusConformanceSimulator(DeviceSimulator):
         return next(p for p in self.points() if p.name == name)
 
     async def device_value(self, point: str) -> Any:
-        spec = self._point(point)
-        return await self.server.get_value(1, spec.visitor, spec.type.lower())
+        table, offset, form, count, swap, scale = WIRE[point]
+        words = await self.server.get(1, table, offset, count)
+        if form == "bit":
+            return bool(words[0])
+        data = b"".join(struct.pack(">H", w) for w in (words[::-1] if swap else words))
+        if form == "text":
+            return data.rstrip(b"\0").decode()
+        if form == "bytes":
+            return data
+        value = struct.unpack(form, data)[0]
+        return value * scale if scale != 1.0 else value
 
     async def set_device_value(self, point: str, value: Any) -> None:
-        spec = self._point(point)
-        await self.server.set_value(1, spec.visitor, spec.type.lower(), value)
+        table, offset, form, count, swap, scale = WIRE[point]
+        if form == "bit":
+            await self.server.set(1, table, offset, [bool(value)])
+            return
+        if form == "text":
+            data = value.encode().ljust(count * 2, b"\0")
+        elif form == "bytes":
+            data = value
+        else:
+            data = struct.pack(form, round(value / scale) if form == ">h" else value / scale)
+        words = [struct.unpack(">H", data[i : i + 2])[0] for i in range(0, len(data), 2)]
+        await self.server.set(1, table, offset, words[::-1] if swap else words)
+
+    def open_connections(self) -> int:
+        return self.server.open_connections
 
     async def fail_point(self, point: str, failing: bool) -> None:
         spec = self._point(point)
@@ -263,9 +312,7 @@ class ModbusConformanceSimulator(DeviceSimulator):
 
     async def set_reachable(self, reachable: bool) -> None:
         if reachable and not self.server.running:
-            await self.server.start()
-            for point in self.points():
-                await self.server.set_value(1, point.visitor, point.type.lower(), point.initial)
+            await self.start()
         elif not reachable:
             await self.server.stop()
 
