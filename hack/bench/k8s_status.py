@@ -223,14 +223,11 @@ async def phase(
                 if (d.get("status") or {}).get("state") == "online"
                 and len((d.get("status") or {}).get("twins") or []) >= args.props
             )
-            if ready == args.devices:
-                break
-            if time.monotonic() - started > args.warmup_limit:
-                raise RuntimeError(
-                    f"{name}: only {ready} of {args.devices} devices online after {args.warmup_limit} s"
-                )
+            if ready == args.devices or time.monotonic() - started > args.warmup_limit:
+                break  # past the limit, measured anyway: the line says how many were online
             await asyncio.sleep(1)
         result["online_after"] = time.monotonic() - started
+        result["online"] = ready
         await asyncio.sleep(3)  # settle
 
         patches0, cpu0, t0 = (
@@ -313,7 +310,7 @@ async def phase(
 
 def show(r: dict[str, Any]) -> str:
     line = (
-        f"{r['phase']:12} online after {r['online_after']:.1f} s; {r['offered']} values/s offered; "
+        f"{r['phase']:12} {r['online']} devices online after {r['online_after']:.1f} s; {r['offered']} values/s offered; "
         f"{r['patches_per_s']:.0f} status patches/s served; API server CPU {r['apiserver_cpu']:.0f}%; "
         f"staleness p50 {r['stale_p50']:.2f} s p99 {r['stale_p99']:.2f} s"
     )
