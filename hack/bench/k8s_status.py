@@ -34,6 +34,7 @@ import asyncio
 import os
 import random
 import re
+import shutil
 import statistics
 import subprocess
 import sys
@@ -361,8 +362,12 @@ async def main() -> None:
             f"desired round trip p99 {good['trip_p99'] * 1000:.0f} ms (target < 250 ms)",
             flush=True,
         )
+    except BaseException:
+        print(f"the run's folder, with the cloud's and the edge's logs: {root}", file=sys.stderr)
+        raise
     finally:
         cluster.down()
+    shutil.rmtree(root, ignore_errors=True)
 
 
 if __name__ == "__main__":
