@@ -35,25 +35,39 @@ def settings(**given: float) -> ConvergenceSettings:
 
 def test_a_divergence_is_due_at_once_then_spaced_out_and_shown_after_error_after() -> None:
     policy = Convergence(settings())
-    now = 1000.0
-    assert policy.observe("d", "p", "1", diverged=True, now=now)  # first: at once
+    now, wall = 1000.0, 5_000_000
+    assert policy.observe("d", "p", "1", diverged=True, now=now, read_ms=wall)  # first: at once
     for attempt in range(1, 6):
-        policy.sent("d", "p", "1", now)
+        policy.sent("d", "p", "1", now, wall)
         wait = policy.attempts[("d", "p")].next_at - now
         step = min(8, 2 * 2 ** (attempt - 1))
         assert step / 2 <= wait <= step, (attempt, wait)
-        assert not policy.observe("d", "p", "1", diverged=True, now=now + wait / 4)  # not yet
+        # a reading taken before the delta (or within settleMs of it) proves nothing
+        assert not policy.observe("d", "p", "1", diverged=True, now=now + wait, read_ms=wall + 100)
+        assert policy.not_holding("d", "p") == (attempt - 1 if attempt - 1 >= 3 else 0)
+        # one taken after it does, but the back-off still spaces the re-sends
+        assert not policy.observe("d", "p", "1", diverged=True, now=now + wait / 4, read_ms=wall + 600)
         assert policy.next_timer() == now + wait
         now += wait
+        wall += int(wait * 1000)
         assert policy.due(now) == [("d", "p")]
         assert policy.observe("d", "p", "1", diverged=True, now=now)
         assert policy.not_holding("d", "p") == (attempt if attempt >= 3 else 0)
 
 
+def test_without_a_fresh_reading_nothing_is_sent_again() -> None:
+    """A write still on its way (slow device, busy mapper) is not piled on, nor called failed."""
+    policy = Convergence(settings())
+    policy.sent("d", "p", "1", 0.0, 1_000)
+    for t in range(1, 100):
+        assert not policy.observe("d", "p", "1", diverged=True, now=float(t), read_ms=900)
+    assert policy.not_holding("d", "p") == 0
+    assert policy.observe("d", "p", "1", diverged=True, now=100.0, read_ms=2_000)  # proven now
+
+
 def test_a_value_that_holds_clears_and_a_new_desired_value_starts_over() -> None:
     policy = Convergence(settings())
-    for _ in range(3):
-        policy.sent("d", "p", "1", 0.0)
+    failing(policy, 3)
     assert policy.not_holding("d", "p") == 3
     policy.observe("d", "p", "1", diverged=False, now=1.0)
     assert policy.not_holding("d", "p") == 0
@@ -65,16 +79,22 @@ def test_a_value_that_holds_clears_and_a_new_desired_value_starts_over() -> None
     assert policy.observe("d", "p", "1", diverged=True, now=40.0)
     assert policy.not_holding("d", "p") == 0
     # a new desired value starts over too
-    for _ in range(3):
-        policy.sent("d", "p", "1", 50.0)
+    failing(policy, 3)
     assert policy.observe("d", "p", "2", diverged=True, now=50.0)
     assert policy.not_holding("d", "p") == 0
 
 
+def failing(policy: Convergence, writes: int) -> None:
+    """``writes`` deltas for "1", each proven not to hold by a later reading."""
+    for i in range(writes):
+        policy.sent("d", "p", "1", 0.0, i * 10_000)
+        policy.observe("d", "p", "1", diverged=True, now=0.0, read_ms=i * 10_000 + 5_000)
+
+
 def test_setting_the_same_value_again_is_due_at_once_and_forgets_the_count() -> None:
     policy = Convergence(settings())
-    for _ in range(4):
-        policy.sent("d", "p", "1", 0.0)
+    failing(policy, 4)
+    assert policy.not_holding("d", "p") == 4
     assert not policy.observe("d", "p", "1", diverged=True, now=0.1)
     policy.retry_now("d", "p")
     assert policy.observe("d", "p", "1", diverged=True, now=0.1)
@@ -84,7 +104,7 @@ def test_setting_the_same_value_again_is_due_at_once_and_forgets_the_count() -> 
 def test_held_entries_expire_so_memory_stays_bounded() -> None:
     policy = Convergence(settings(hold=5))
     for i in range(100):
-        policy.sent("d", f"p{i}", "1", 0.0)
+        policy.sent("d", f"p{i}", "1", 0.0, 0)
         policy.observe("d", f"p{i}", "1", diverged=False, now=1.0)
     policy.expire(now=7.0)
     assert policy.attempts == {}

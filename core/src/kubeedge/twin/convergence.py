@@ -12,7 +12,10 @@ re-sending, it converges too. KubeEdge's edgecore re-sends the delta after *ever
 expected != actual, which makes mappers rewrite the device every cycle; here the re-sends are
 spaced by an exponential back-off with jitter (``initialBackoff`` doubling up to ``maxBackoff``),
 and after ``errorAfter`` writes that did not hold the twin says so in ``metadata.error`` (shown
-in ``kubeedge device list`` ERRORS), while retries go on at the capped rate.
+in ``kubeedge device list`` ERRORS), while retries go on at the capped rate. A write counts as not
+holding only when a reading taken after its delta went out (and ``settleMs`` more) still differs:
+readings already on their way when the delta left prove nothing, and re-sending before a fresh
+reading would only pile deltas onto a write that is still in flight.
 
 A value that held for ``hold`` seconds starts the count over: a device that keeps reverting
 keeps its attempt count (and its error), one that reverted once a day does not.
@@ -46,6 +49,9 @@ class ConvergenceSettings(BaseModel):
     """Writes that did not hold before the twin shows an error."""
     hold: float = Field(default=30.0, ge=0)
     """Seconds a value must hold before its attempt count starts over."""
+    settle_ms: int = Field(default=500, ge=0)
+    """A reading counts as proof that a write did not hold only if it was taken this long after
+    the delta went out (a read already in flight, or queued before the write, proves nothing)."""
 
 
 @dataclass(slots=True)
@@ -55,6 +61,12 @@ class Attempts:
     expected: str
     sent: int = 0
     """Deltas sent for this desired value since it last held for ``hold`` seconds."""
+    failed: int = 0
+    """Of those, how many a later reading proved did not hold (what the error counts)."""
+    sent_ms: int = 0
+    """Wall-clock time (ms) the last delta went out; readings taken before it prove nothing."""
+    proven: bool = False
+    """A reading taken after the last delta (and ``settleMs``) still differs."""
     next_at: float = 0.0
     """Monotonic time before which no delta is sent again."""
     held_since: float | None = None
@@ -73,12 +85,14 @@ class Convergence:
         self.on_armed: Callable[[], None] | None = None
         """Called when a re-send is scheduled (the twin module wakes its timer)."""
 
-    def sent(self, key: str, name: str, expected: str, now: float) -> None:
-        """A delta carrying ``expected`` for this property went out at ``now``."""
+    def sent(self, key: str, name: str, expected: str, now: float, wall_ms: int) -> None:
+        """A delta carrying ``expected`` for this property went out at ``now`` (``wall_ms``)."""
         entry = self.attempts.get((key, name))
         if entry is None or entry.expected != expected:
             entry = self.attempts[(key, name)] = Attempts(expected)
         entry.sent += 1
+        entry.sent_ms = wall_ms
+        entry.proven = False
         entry.next_at = now + backoff_delay(
             entry.sent, first=self.settings.initial_backoff, limit=self.settings.max_backoff
         )
@@ -89,10 +103,15 @@ class Convergence:
         entry = self.attempts.get((key, name))
         if entry is not None:
             entry.next_at = 0.0
-            entry.sent = 0  # a fresh try: its "does not hold" error goes until it fails again
+            entry.sent = entry.failed = 0  # a fresh try: its error goes until it fails again
 
-    def observe(self, key: str, name: str, expected: str, diverged: bool, now: float) -> bool:
-        """Note whether the reading differs; True if a delta is due now."""
+    def observe(
+        self, key: str, name: str, expected: str, diverged: bool, now: float, read_ms: int | None = None
+    ) -> bool:
+        """Note whether the reading (taken at ``read_ms``, if this is a new one) differs; True if
+        a delta is due now. After a delta, only a reading taken ``settleMs`` after it may prove
+        that the write did not hold; until one does, nothing is sent again (the write may still
+        be on its way)."""
         entry = self.attempts.get((key, name))
         if entry is not None and entry.expected != expected:
             entry = None  # a new desired value: its count starts at zero
@@ -105,9 +124,14 @@ class Convergence:
             entry = self.attempts[(key, name)] = Attempts(expected)
         elif entry.held_since is not None:
             if now - entry.held_since >= self.settings.hold:
-                entry.sent = 0  # it held long enough: a new divergence starts over
+                entry.sent = entry.failed = 0  # it held long enough: a new divergence starts over
                 entry.next_at = 0.0
             entry.held_since = None
+        if entry.sent and not entry.proven:
+            if read_ms is None or read_ms < entry.sent_ms + self.settings.settle_ms:
+                return False  # no reading taken after the write yet: it may still land
+            entry.proven = True
+            entry.failed += 1
         if now >= entry.next_at:
             return True
         self._arm(key, name, entry)
@@ -121,11 +145,11 @@ class Convergence:
                 self.on_armed()
 
     def not_holding(self, key: str, name: str) -> int:
-        """How many writes did not hold, once that reaches ``errorAfter`` (else 0)."""
+        """Writes a later reading proved did not hold, once that reaches ``errorAfter`` (else 0)."""
         entry = self.attempts.get((key, name))
-        if entry is None or entry.held_since is not None or entry.sent < self.settings.error_after:
+        if entry is None or entry.held_since is not None or entry.failed < self.settings.error_after:
             return 0
-        return entry.sent
+        return entry.failed
 
     def forget(self, key: str, name: str | None = None) -> None:
         if name is not None:

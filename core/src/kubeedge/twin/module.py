@@ -369,7 +369,16 @@ class TwinModule(EdgeModule):
                     record.error = None  # a new attempt: the last one's failure is history
                     changed = True
                 again = desired_set and not expected
-                due, error_changed = self._converge(device, record, clock, retry=again)
+                # When the reading (or a failure to write or read) was taken: what may prove that
+                # a write did not hold.
+                read_ms = (
+                    _value_ts(twin.actual.metadata, fallback_ts)
+                    if twin.actual is not None and twin.actual.value is not None
+                    else fallback_ts
+                    if twin.metadata is not None and (twin.metadata.model_extra or {}).get("error")
+                    else None
+                )
+                due, error_changed = self._converge(device, record, clock, retry=again, read_ms=read_ms)
                 if due:
                     resend.append(name)
                 changed |= error_changed
@@ -491,10 +500,10 @@ class TwinModule(EdgeModule):
         }
         if not twins:
             return
-        clock = time.monotonic()
+        clock, wall = time.monotonic(), now_ms()
         for name, record in twins.items():
             assert record.expected is not None
-            self.convergence.sent(device.id, name, record.expected, clock)
+            self.convergence.sent(device.id, name, record.expected, clock, wall)
         if names is not None:
             self.stats.resent_desired += len(twins)
         self._emit(
@@ -511,7 +520,12 @@ class TwinModule(EdgeModule):
     # ----------------------------------------------------------------- convergence
 
     def _converge(
-        self, device: DeviceRecord, record: TwinRecord, clock: float, retry: bool = False
+        self,
+        device: DeviceRecord,
+        record: TwinRecord,
+        clock: float,
+        retry: bool = False,
+        read_ms: int | None = None,
     ) -> tuple[bool, bool]:
         """Whether the property's desired value must be sent again now, and whether its
         "does not hold" error changed (see :mod:`kubeedge.twin.convergence`)."""
@@ -522,7 +536,7 @@ class TwinModule(EdgeModule):
         diverged = _diverged(record)
         if retry and diverged:
             self.convergence.retry_now(key, name)
-        due = self.convergence.observe(key, name, record.expected, diverged, clock)
+        due = self.convergence.observe(key, name, record.expected, diverged, clock, read_ms)
         error_changed = self._not_holding(record, self.convergence.not_holding(key, name))
         # An offline device is not written (its state says why); it is checked again when it
         # comes back online.
