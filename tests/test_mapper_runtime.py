@@ -358,3 +358,23 @@ async def test_a_busy_mapper_stops_every_device_promptly(edge, caplog) -> None:
     assert asyncio.get_running_loop().time() - started < 4
     assert not [r.message for r in caplog.records if "did not stop" in r.message]
     assert all(w._task is None for w in workers)
+
+
+async def test_a_driver_whose_close_fails_is_let_go_of_and_the_failure_logged(
+    edge, monkeypatch, caplog
+) -> None:
+    from kubeedge_mapper_virtual.driver import VirtualDriver
+
+    async def broken_close(self: VirtualDriver) -> None:
+        raise RuntimeError("socket already gone")
+
+    monkeypatch.setattr(VirtualDriver, "close", broken_close)
+    handle = await edge()
+    path = handle.write_manifest("sensor.yaml", model(), device())
+    await handle.wait_reported(KEY, "label", "hello")
+    path.unlink()  # the device is removed: its worker stops and closes the driver
+    await wait_for(
+        lambda: "close() failed: RuntimeError: socket already gone" in caplog.text,
+        what="the close failure in the log",
+    )
+    assert f"device {KEY}" in caplog.text

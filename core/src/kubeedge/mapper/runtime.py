@@ -23,7 +23,6 @@ never stops the mapper or another device.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import hashlib
 import json
@@ -821,5 +820,8 @@ async def _within(seconds: float, call: Awaitable[T]) -> T:
 
 
 async def _close(driver: Driver[Any, Any]) -> None:
-    with contextlib.suppress(Exception):
+    try:
         await driver.close()
+    except Exception as exc:  # the device is being let go of anyway; say so, never raise
+        device = getattr(getattr(driver, "device", None), "key", "?")
+        log.warning("device %s: the driver's close() failed: %s", device, _describe(exc))
