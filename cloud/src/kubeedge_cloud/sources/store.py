@@ -30,6 +30,7 @@ import orjson
 
 from kubeedge.api.channel import TwinStatus
 from kubeedge.api.twin import now_ms
+from kubeedge.wal import open_wal
 from kubeedge_cloud.sources.source import DeviceStatusRecord, StatusChange, merge_change
 
 T = TypeVar("T")
@@ -89,11 +90,7 @@ class Store:
         if self.read_only:
             self._db = sqlite3.connect(f"file:{self.path}?mode=ro", uri=True, check_same_thread=False)
         else:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            self._db = sqlite3.connect(self.path, check_same_thread=False, isolation_level=None)
-            self._db.execute("PRAGMA journal_mode=WAL")
-            self._db.execute("PRAGMA synchronous=NORMAL")
-            self._db.executescript(SCHEMA)
+            self._db = open_wal(self.path, SCHEMA, check_same_thread=False)
         db = self._db
         row = db.execute("SELECT value FROM meta WHERE key='counter'").fetchone()
         self.counter = int(row[0]) if row else 0

@@ -13,6 +13,8 @@ import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeedge.wal import open_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS objects (
     resource TEXT PRIMARY KEY,
@@ -40,12 +42,7 @@ class ObjectStore:
         self._db: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")
-        db.executescript(_SCHEMA)
-        self._db = db
+        self._db = open_wal(self.path, _SCHEMA, check_same_thread=False)
 
     def close(self) -> None:
         if self._db is not None:

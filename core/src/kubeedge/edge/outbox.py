@@ -30,6 +30,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+from kubeedge.wal import open_wal
+
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS entries (
     seq INTEGER PRIMARY KEY AUTOINCREMENT,
@@ -104,12 +106,7 @@ class Outbox:
     # ----------------------------------------------------------------- lifecycle
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA journal_mode=WAL")
-        db.execute("PRAGMA synchronous=NORMAL")  # WAL + NORMAL: a commit survives a process crash
-        db.executescript(_SCHEMA)
-        self._db = db
+        db = self._db = open_wal(self.path, _SCHEMA, check_same_thread=False)
         # Entries sent by the last process and never acked are unsent again.
         with self._tx():
             db.execute("UPDATE entries SET sent_in = NULL WHERE sent_in IS NOT NULL")

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from kubeedge.wal import open_wal
+
 SCHEMA_VERSION = 2
 """2: ``devices.state_reason``. An older database is migrated when opened (:data:`_MIGRATIONS`)."""
 
@@ -144,12 +146,9 @@ class TwinStore:
         self._checkpointer: sqlite3.Connection | None = None
 
     def open(self) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        db = sqlite3.connect(self.path, isolation_level=None)
-        db.execute("PRAGMA journal_mode=WAL")
-        # NORMAL in WAL mode: a committed transaction survives a process crash; only a power loss
-        # may lose the last few, which the mappers report again on their next cycle.
-        db.execute("PRAGMA synchronous=NORMAL")
+        # WAL, synchronous=NORMAL (kubeedge.wal): a power loss may lose the last few commits,
+        # which the mappers report again on their next cycle.
+        db = open_wal(self.path, "")
         # Checkpoints (copying the WAL into the database file, with an fsync that can take
         # hundreds of ms) are run by :meth:`checkpoint` from another thread, not inside a commit.
         db.execute("PRAGMA wal_autocheckpoint=0")
