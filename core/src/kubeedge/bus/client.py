@@ -28,6 +28,7 @@ from urllib.parse import urlsplit
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode
 
+from kubeedge.api.topics import quote
 from kubeedge.backoff import backoff_delay
 from kubeedge.config import BusConfig
 from kubeedge.errors import ConfigError
@@ -371,7 +372,7 @@ class BusClient:
     def _refuse(self, topic: str, exc: ValueError) -> None:
         self.refused += 1
         kind = (type(exc).__name__, re.sub(r"\d+", "N", str(exc))[:60])  # numbers vary, reasons do not
-        self._refusals.log(kind, f"bus {self.client_id}: not published to {_quote(topic)}: {exc}")
+        self._refusals.log(kind, f"bus {self.client_id}: not published to {quote(topic)}: {exc}")
 
     # ----------------------------------------------------------------- connection loop
 
@@ -621,10 +622,6 @@ def _topic_field(topic: str) -> bytes:
     if not encoded or "+" in topic or "#" in topic or "\0" in topic:
         raise ValueError("a topic to publish to must not be empty or hold a wildcard (+, #) or NUL")
     return struct.pack("!H", len(encoded)) + encoded
-
-
-def _quote(topic: str) -> str:
-    return repr(topic) if len(topic) <= 100 else f"{topic[:100]!r}... ({len(topic)} characters)"
 
 
 def _publish_packet(topic: str, payload: bytes, retain: bool) -> bytes:

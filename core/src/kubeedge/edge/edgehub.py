@@ -66,7 +66,7 @@ from kubeedge.backoff import backoff_delay
 from kubeedge.config import CloudConfig
 from kubeedge.driver import NoSettings
 from kubeedge.edge.objectstore import ObjectStore, StoredObject
-from kubeedge.edge.outbox import Entry, Outbox, OutboxStats
+from kubeedge.edge.outbox import Entry, Outbox
 from kubeedge.errors import ConfigError, WireError
 from kubeedge.mapper.policy import cycle_ms
 from kubeedge.module import EdgeContext, EdgeModule
@@ -174,7 +174,6 @@ class EdgeHub(EdgeModule):
         self.since = now_ms()
         self.synced = False
         self.ever_synced = False
-        self.outbox_stats = OutboxStats(max_bytes=cloud.queue.max_bytes)
         self._db = ThreadPoolExecutor(max_workers=1, thread_name_prefix="edgehub-db")
         self._ws: ClientConnection | None = None
         self._twin: TwinModule | None = None
@@ -225,7 +224,6 @@ class EdgeHub(EdgeModule):
             )
         else:
             log.warning("edgehub: the twin module is not enabled; nothing is reported to the cloud")
-        self.outbox_stats = self.outbox.stats
         supervise = self.context.supervisor.spawn
         self._tasks = [
             supervise("edgehub-link", self._link_loop),
@@ -377,15 +375,15 @@ class EdgeHub(EdgeModule):
         await ws.send(message.to_json().decode())
 
     async def _ack(self, ws: ClientConnection, parent: str) -> None:
-        header = Header(parent_msg_id=parent)
-        await self._send(ws, Message(header=header, route=Route(source=SOURCE, group="hub", operation="ack")))
+        route = Route(source=SOURCE, group=channel.HUB, operation=channel.ACK)
+        await self._send(ws, Message(header=Header(parent_msg_id=parent), route=route))
 
     async def _error(self, ws: ClientConnection, parent: str, code: int, reason: str) -> None:
         await self._send(
             ws,
             Message(
                 header=Header(parent_msg_id=parent),
-                route=Route(source=SOURCE, group="hub", operation="error"),
+                route=Route(source=SOURCE, group=channel.HUB, operation=channel.ERROR),
                 content=ErrorContent(code=code, reason=reason[:4000]).model_dump(),
             ),
         )
@@ -554,6 +552,8 @@ class EdgeHub(EdgeModule):
             del self._known[item]
         for item in [k for k in self._pending if k[0] == key]:
             del self._pending[item]
+        for item in [k for k in self._last_taken if k[0] == key]:
+            del self._last_taken[item]
         if not self._stopping:
             asyncio.get_running_loop().run_in_executor(self._db, self.outbox.forget_device, key)
 
@@ -794,12 +794,9 @@ class EdgeHub(EdgeModule):
         if status == self._published:
             return
         self._published = status
-        try:
-            self.context.bus.publish(
-                topics.edge_topic(self.context.node, CLOUD_STATUS), orjson.dumps(status), qos=1, retain=True
-            )
-        except Exception:
-            log.exception("edgehub: publishing the link status failed")
+        self.context.bus.publish(  # never raises (BusClient.publish)
+            topics.edge_topic(self.context.node, CLOUD_STATUS), orjson.dumps(status), qos=1, retain=True
+        )
 
     async def _status_loop(self) -> None:
         while True:

@@ -107,12 +107,8 @@ class Outbox:
 
     def open(self) -> None:
         db = self._db = open_wal(self.path, _SCHEMA, check_same_thread=False)
-        # Entries sent by the last process and never acked are unsent again.
-        with self._tx():
-            db.execute("UPDATE entries SET sent_in = NULL WHERE sent_in IS NOT NULL")
-            self._drop_superseded()
-        count, size = db.execute("SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries").fetchone()
-        self.stats.entries, self.stats.bytes = int(count), int(size)
+        self.unsend()  # entries sent by the last process and never acked
+        self._recount()
         counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
         self.stats.dropped_entries = int(counters.get("dropped_entries", 0))
         self.stats.dropped_bytes = int(counters.get("dropped_bytes", 0))
