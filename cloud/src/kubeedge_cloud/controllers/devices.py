@@ -42,10 +42,18 @@ log = logging.getLogger(__name__)
 
 @dataclass(frozen=True)
 class Desired:
-    """One object a node must hold: its version and what is sent."""
+    """One object a node must hold: its version, and what is sent. The content is made only when
+    the object is sent: most reconciles find every version already held."""
 
-    version: str
-    content: dict[str, Any]
+    source: SourceObject
+
+    @property
+    def version(self) -> str:
+        return self.source.version
+
+    @property
+    def content(self) -> dict[str, Any]:
+        return self.source.content()
 
 
 class NodeLink(Protocol):
@@ -172,12 +180,12 @@ class DeviceController(CloudModule):
         out: dict[str, Desired] = {}
         for key in sorted(self.by_node.get(node, ())):
             device = self.devices[key]
-            out[device.resource] = Desired(device.version, device.content())
+            out[device.resource] = Desired(device)
             model_name = _model(device)
             if model_name:
                 model = self.models.get(f"{device.obj.namespace}/{model_name}")
                 if model is not None:
-                    out[model.resource] = Desired(model.version, model.content())
+                    out[model.resource] = Desired(model)
         return out
 
     def enqueue(self, *nodes: str) -> None:
