@@ -4,7 +4,8 @@ One implementation for every place that serves manifests from a folder: the edge
 source and the cloud's files source. The folder is validated with the same rules as ``kubeedge
 validate``, within :class:`~kubeedge.api.manifests.ManifestLimits`. A file that cannot be read
 whole (YAML syntax, a limit) keeps its last good objects (an editor saving half a file must not
-remove devices); in a file that was read, an object with a problem keeps its last good version
+remove devices, and neither must one that is empty for a moment while it is rewritten); in a
+file that was read, an object with a problem keeps its last good version
 and the others are taken as they are. Every problem is logged with file, line, object and field.
 """
 
@@ -45,6 +46,16 @@ class FolderContents:
     @property
     def models(self) -> list[DeviceModel]:
         return [o for o in self.objects if isinstance(o, DeviceModel)]
+
+
+def _is_blank(path: Path) -> bool:
+    """Whether ``path`` exists and holds nothing but whitespace (a file being rewritten)."""
+    try:
+        with path.open("rb") as f:
+            head = f.read(4096)
+    except OSError:
+        return False
+    return not head.strip() and len(head) < 4096
 
 
 class ManifestFolder:
@@ -124,6 +135,21 @@ class ManifestFolder:
                 out.complete = False
             served = " (its last good version is served)" if old is not None else " (not loaded)"
             out.notes += [str(p) + served for p in checked.problems]
+        for source, objs in self._good.items():
+            if source not in current and objs and _is_blank(Path(source)):
+                # An editor or `cp` truncates before it writes: an empty file that served
+                # objects is a file mid-write far more often than a wish to delete them all.
+                log.warning(
+                    "%s is empty; keeping its last good version (%d object(s)); "
+                    "delete the file to remove them",
+                    source,
+                    len(objs),
+                )
+                current[source] = objs
+                for obj in objs:
+                    if isinstance(obj, Device):
+                        out.kept[obj.key] = "manifest kept at its last good version: its file is empty"
+                out.notes.append(f"{source}: the file is empty (its last good version is served)")
         self._good = current
         out.objects = [obj for objs in current.values() for obj in objs]
         return out
