@@ -432,3 +432,63 @@ async def test_a_mapper_run_process_logs_at_info_and_ends_the_no_mapper_reason(e
     text = output.decode()
     assert "INFO kubeedge.mapper.runtime: mapper virtual: hello to edge node edge-1" in text, text
     assert "mapper virtual: snapshot from edge node edge-1: 1 device(s); 1 (re)started" in text, text
+    # stopped: the goodbye ends its service, and device list says so
+    registry = handle.core.context.registry
+    await wait_for(lambda: "virtual" in registry.gone, what="the goodbye of the stopped mapper")
+    code, out = await kubeedge("device", "list", "-c", str(config), "-o", "json")
+    (item,) = json.loads(out)
+    assert item["device"]["state"] == "unknown", item
+    reason = item["device"]["attributes"]["stateReason"]["value"]
+    assert reason.startswith("its mapper (virtual) stopped at "), reason
+
+
+async def test_a_mapper_killed_with_sigkill_is_noticed_through_its_will(edge, tmp_path) -> None:
+    """A crashed `mapper run` sends no goodbye: the broker publishes its will instead, and the
+    edge stops counting it as serving the devices (it said "online" for them forever before)."""
+    handle = await edge(mappers={})
+    handle.write_manifest("a.yaml", model(), device("one"))
+    await wait_for(lambda: "default/one" in handle.twin.devices, what="one in the twin")
+    config = client_config(handle, tmp_path)
+    registry = handle.core.context.registry
+
+    async def run_mapper() -> asyncio.subprocess.Process:
+        process = await spawn("mapper", "run", "virtual", "-c", str(config))
+        await wait_for(lambda: "virtual" in registry.hellos, 20, what="the mapper's hello")
+        return process
+
+    first = await run_mapper()
+    try:
+        await handle.wait_reported("default/one", "label", "hello")
+    finally:
+        first.kill()
+        await first.wait()
+    await wait_for(lambda: "virtual" in registry.gone, 10, what="the killed mapper's will")
+    code, out = await kubeedge("device", "get", "-c", str(config), "default/one", "-o", "json")
+    assert code == 0, out
+    entry = json.loads(out)["device"]
+    assert entry["state"] == "unknown", entry
+    assert "went away at" in entry["attributes"]["stateReason"]["value"], entry
+    assert "its bus connection dropped without a goodbye" in entry["attributes"]["stateReason"]["value"]
+
+    # a new process serves them again; an older process's will arriving late ends nothing
+    second = await run_mapper()
+    try:
+        assert "virtual" not in registry.gone
+        code, out = await kubeedge("device", "get", "-c", str(config), "default/one", "-o", "json")
+        assert "stateReason" not in json.loads(out)["device"].get("attributes", {}), out
+        current = handle.core.assignments.hellos["virtual"].instance
+        bus = BusClient(handle.core.context.bus_url)
+        await bus.start()
+        try:
+            topic = "$ke/edge/edge-1/mappers/virtual/goodbye"
+            stale = {"instance": "an-older-process", "reason": "connection lost"}
+            bus.publish(topic, json.dumps(stale).encode(), qos=1)
+            # then the current one's, on the same topic from the same client (so after it)
+            bus.publish(topic, json.dumps({"instance": current, "reason": "stopped"}).encode(), qos=1)
+            await wait_for(lambda: "virtual" in registry.gone, 10, what="the current mapper's goodbye")
+        finally:
+            await bus.stop()
+        assert registry.gone["virtual"].startswith("its mapper (virtual) stopped at "), registry.gone
+    finally:
+        second.terminate()
+        await asyncio.wait_for(second.wait(), 10)

@@ -16,6 +16,7 @@ import logging
 from collections import Counter
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Protocol
 
 from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
@@ -93,6 +94,8 @@ class DeviceRegistry:
         """Protocols whose mappers run in the edge process (set by the mappers module)."""
         self.hellos: set[str] = set()
         """Protocols whose mapper said hello on the bus (in the edge process or its own)."""
+        self.gone: dict[str, str] = {}
+        """Protocol -> why its mapper no longer serves it (it said goodbye or its link dropped)."""
         self._installed: list[str] | None = None
         self._unserved_logged: set[str] = set()
         self._mappers_known = False
@@ -196,12 +199,39 @@ class DeviceRegistry:
     def mapper_said_hello(self, protocol: str) -> None:
         """A mapper for ``protocol`` is on the bus: its devices are served (their reason goes)."""
         self.hellos.add(protocol)
+        self.gone.pop(protocol, None)
         self._unserved_logged.discard(protocol)
+
+    def mapper_said_goodbye(self, protocol: str, why: str) -> None:
+        """``protocol``'s mapper stopped (``why``: "stopped") or its bus connection dropped
+        without a goodbye ("connection lost": the broker published its will): its devices are
+        unserved, with that reason, until a mapper says hello again."""
+        self.hellos.discard(protocol)
+        if protocol in self.in_process:
+            return
+        at = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        count = sum(1 for s in self._devices.values() if s.protocol == protocol)
+        if why == "stopped":
+            self.gone[protocol] = f"its mapper ({protocol}) stopped at {at}"
+            log.info("mapper %s stopped; its %d device(s) are unserved until it runs again", protocol, count)
+        else:
+            self.gone[protocol] = (
+                f"its mapper ({protocol}) went away at {at}: its bus connection dropped without a goodbye"
+            )
+            log.warning(
+                "mapper %s went away (its bus connection dropped without a goodbye: a crash or a lost "
+                "link); its %d device(s) are unserved until it says hello again",
+                protocol,
+                count,
+            )
+        self._unserved_logged.add(protocol)  # said just now
 
     def unserved_reason(self, protocol: str) -> str | None:
         """Why devices of ``protocol`` have no mapper, or None if one runs (or is starting)."""
         if protocol in self.hellos or protocol in self.in_process:
             return None
+        if protocol in self.gone:
+            return self.gone[protocol]
         if not protocol:
             return "the device names no protocol (spec.protocol.protocolName)"
         if self._installed is None:
@@ -212,8 +242,8 @@ class DeviceRegistry:
         return f"no mapper for protocol {protocol!r} is enabled; installed: {installed}"
 
     def check_mappers(self) -> None:
-        """Log once per protocol whose devices have no mapper (again after one said hello and the
-        protocol lost it, which does not happen today: hellos are not withdrawn)."""
+        """Log once per protocol whose devices have no mapper (again after one said hello and
+        said goodbye)."""
         self._mappers_known = True
         waiting = Counter(s.protocol for s in self._devices.values())
         for protocol, count in sorted(waiting.items()):

@@ -45,6 +45,17 @@ class MapperHello(WireModel):
     distribution_version: str = ""
 
 
+class MapperGoodbye(WireModel):
+    """A mapper's last word: published when it stops, and left with the broker as its MQTT will,
+    which the broker publishes when the mapper's connection drops without a goodbye (a crash,
+    ``kill -9``, a lost link)."""
+
+    version: int = ASSIGNMENT_VERSION
+    instance: str
+    """The ``instance`` of the hello it ends: an older instance's goodbye ends nothing."""
+    reason: Literal["stopped", "connection lost"] = "stopped"
+
+
 class Assignment(WireModel):
     """One device to serve: the Device (model defaults merged in) and its DeviceModel, as JSON."""
 

@@ -37,6 +37,7 @@ MEMBERSHIP_UPDATED = "membership/updated"
 EDGE_STATUS = "status"
 EDGE_ERRORS = "errors"
 MAPPER_HELLO = "hello"
+MAPPER_GOODBYE = "goodbye"
 MAPPER_ASSIGNMENTS = "assignments"
 
 MQTT_TOPIC_LIMIT = 65_535

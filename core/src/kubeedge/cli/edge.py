@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import sys
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -251,7 +252,7 @@ def mapper_run(name: str, config_path: Path | None) -> None:
     """
     from kubeedge.cli.main import service_logging
     from kubeedge.edge.mappers import mapper_settings
-    from kubeedge.mapper.runtime import MapperRuntime
+    from kubeedge.mapper.runtime import MapperRuntime, goodbye_will
 
     service_logging()
     config = _config(config_path)
@@ -266,12 +267,23 @@ def mapper_run(name: str, config_path: Path | None) -> None:
 
     async def main() -> None:
         stop = stop_on_signals()
-        bus = _bus(config, f"mapper-{name}-{os.getpid()}")
+        instance = uuid.uuid4().hex
+        bus = BusClient.from_config(
+            config.bus,
+            f"{config.node}-mapper-{name}-{os.getpid()}",
+            will=goodbye_will(config.node, name, instance),
+        )
         await bus.start(timeout=None)
         await _refuse_if_served_in_process(bus, config.node, name)
         origin = next((s.distribution, s.version) for s in statuses if s.name == name)
         runtime = MapperRuntime(
-            driver_cls, bus, config.node, driver_settings, runtime_settings, distribution=origin
+            driver_cls,
+            bus,
+            config.node,
+            driver_settings,
+            runtime_settings,
+            distribution=origin,
+            instance=instance,
         )
         await runtime.start()
         console.print(

@@ -9,7 +9,13 @@ import uuid
 import orjson
 
 from kubeedge.api import topics
-from kubeedge.api.assignment import ASSIGNMENT_VERSION, SNAPSHOT_PART_SIZE, EdgeStatus, MapperHello
+from kubeedge.api.assignment import (
+    ASSIGNMENT_VERSION,
+    SNAPSHOT_PART_SIZE,
+    EdgeStatus,
+    MapperGoodbye,
+    MapperHello,
+)
 from kubeedge.api.manifests import quote, text_of
 from kubeedge.api.twin import now_ms
 from kubeedge.bus import BusClient
@@ -57,6 +63,9 @@ class AssignmentPublisher:
 
     def start(self) -> None:
         self.bus.subscribe(topics.mapper_topic(self.node, "+", topics.MAPPER_HELLO), self._on_hello, qos=1)
+        self.bus.subscribe(
+            topics.mapper_topic(self.node, "+", topics.MAPPER_GOODBYE), self._on_goodbye, qos=1
+        )
         self.bus.on_connect(self.announce)
         if self.bus.connected:
             self.announce()
@@ -99,6 +108,21 @@ class AssignmentPublisher:
         pass
 
     # ----------------------------------------------------------------- hello -> snapshot
+
+    def _on_goodbye(self, topic: str, payload: bytes) -> None:
+        protocol = topic.split("/")[-2]
+        hello = self.hellos.get(protocol)
+        if hello is None:
+            return  # not a mapper we count as serving (or a name we refused)
+        try:
+            goodbye = MapperGoodbye.model_validate_json(payload)
+        except ValueError:
+            log.warning("assignments: unreadable goodbye on %s: %r", quote(topic), payload[:100])
+            return
+        if goodbye.instance != hello.instance:
+            return  # an older process's will, arriving after its successor said hello
+        del self.hellos[protocol]
+        self.registry.mapper_said_goodbye(protocol, goodbye.reason)
 
     def _on_hello(self, topic: str, payload: bytes) -> None:
         protocol = topic.split("/")[-2]

@@ -38,7 +38,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from pydantic.alias_generators import to_camel
 
 from kubeedge.api import topics
-from kubeedge.api.assignment import Assignment, AssignmentMessage, EdgeStatus, MapperHello
+from kubeedge.api.assignment import Assignment, AssignmentMessage, EdgeStatus, MapperGoodbye, MapperHello
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.api.manifests import format_path
 from kubeedge.api.twin import now_ms
@@ -540,6 +540,14 @@ class DeviceWorker:
         )
 
 
+def goodbye_will(node: str, protocol: str, instance: str) -> tuple[str, bytes, int, bool]:
+    """The MQTT will of a mapper process's bus connection (``BusClient(will=...)``): a goodbye
+    the broker publishes if the mapper's connection drops without one, so the edge stops
+    counting a crashed mapper as serving its devices."""
+    goodbye = MapperGoodbye(instance=instance, reason="connection lost")
+    return topics.mapper_topic(node, protocol, topics.MAPPER_GOODBYE), goodbye.to_json(), 1, False
+
+
 class MapperRuntime:
     """All devices of one protocol on one edge node."""
 
@@ -552,6 +560,7 @@ class MapperRuntime:
         settings: MapperSettings | None = None,
         name: str = "",
         distribution: tuple[str, str] = ("", ""),
+        instance: str | None = None,
     ) -> None:
         self.driver_cls = driver_cls
         self.protocol = driver_cls.protocol
@@ -562,7 +571,8 @@ class MapperRuntime:
         self.name = name or f"{self.protocol}-mapper"
         self.distribution = distribution
         """(name, version) of the distribution the driver comes from, told to the edge."""
-        self.instance = uuid.uuid4().hex
+        self.instance = instance or uuid.uuid4().hex
+        """New on every start; the one in ``goodbye_will`` when the bus connection has that will."""
         self.workers: dict[str, DeviceWorker] = {}
         self._fingerprints: dict[str, bytes] = {}
         self._edge_instance: str | None = None
@@ -588,6 +598,12 @@ class MapperRuntime:
             self._hello()
 
     async def stop(self) -> None:
+        """Stop every device worker and say goodbye (the edge then shows the devices unserved)."""
+        if self.bus.connected:
+            goodbye = MapperGoodbye(instance=self.instance)
+            self.bus.publish(
+                topics.mapper_topic(self.node, self.protocol, topics.MAPPER_GOODBYE), goodbye.to_json(), qos=1
+            )
         if self._consumer is not None:
             self._consumer.cancel()
             await asyncio.gather(self._consumer, return_exceptions=True)
