@@ -469,11 +469,15 @@ async def test_a_mapper_killed_with_sigkill_is_noticed_through_its_will(edge, tm
     assert entry["state"] == "unknown", entry
     assert "went away at" in entry["attributes"]["stateReason"]["value"], entry
     assert "its bus connection dropped without a goodbye" in entry["attributes"]["stateReason"]["value"]
+    # stored too, so what reports state upstream (the cloud's Device status) says unknown as well
+    stored = handle.twin.devices["default/one"]
+    assert stored.state == "unknown" and "went away at" in (stored.state_reason or ""), stored
 
     # a new process serves them again; an older process's will arriving late ends nothing
     second = await run_mapper()
     try:
         assert "virtual" not in registry.gone
+        await wait_for(lambda: stored.state == "online", 20, what="online again under the new mapper")
         code, out = await kubeedge("device", "get", "-c", str(config), "default/one", "-o", "json")
         assert "stateReason" not in json.loads(out)["device"].get("attributes", {}), out
         current = handle.core.assignments.hellos["virtual"].instance

@@ -75,6 +75,9 @@ class RegistryListener(Protocol):
     def registry_synced(self, keys: set[str]) -> None:
         """The source has given its full set (``keys``); anything else remembered is stale."""
 
+    # A listener may also have ``mapper_gone(protocol, reason)``: the mapper of ``protocol`` said
+    # goodbye (or its will came), so its devices are unserved for ``reason``.
+
 
 class DeviceRegistry:
     """Devices for one node, keyed ``namespace/name``."""
@@ -225,6 +228,15 @@ class DeviceRegistry:
                 count,
             )
         self._unserved_logged.add(protocol)  # said just now
+        for listener in self._listeners:
+            # optional for listeners: the twin module marks the devices unknown (so the cloud hears)
+            gone = getattr(listener, "mapper_gone", None)
+            if gone is None:
+                continue
+            try:
+                gone(protocol, self.gone[protocol])
+            except Exception:
+                log.exception("registry: mapper_gone failed in %s", type(listener).__name__)
 
     def unserved_reason(self, protocol: str) -> str | None:
         """Why devices of ``protocol`` have no mapper, or None if one runs (or is starting)."""

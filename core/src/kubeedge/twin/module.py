@@ -712,6 +712,21 @@ class TwinModule(EdgeModule):
         )
         self._wake.set()
 
+    def mapper_gone(self, protocol: str, reason: str) -> None:
+        """The mapper of ``protocol`` went: its devices' stored state becomes ``unknown`` with that
+        reason (what they last said is no longer known, and the cloud hears it through the state
+        report); the next mapper's reports set it again."""
+        registry = self.context.registry
+        for key, device in self.devices.items():
+            served = registry.get(key)
+            if served is None or served.protocol != protocol:
+                continue
+            if device.state != "unknown" or device.state_reason != reason:
+                device.state = "unknown"
+                device.state_reason = reason[:MAX_STATE_REASON]
+                self._pending.devices.add(key)
+        self._wake.set()
+
     def registry_synced(self, keys: set[str]) -> None:
         """The source has said everything once: twins of devices it no longer has are removed."""
         for key in [k for k in self.devices if k not in keys]:
