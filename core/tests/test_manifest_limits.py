@@ -299,3 +299,22 @@ def test_edge_config_errors_quote_a_bounded_prefix(tmp_path: Path) -> None:
         load_config(path)
     assert "node: " in str(caught.value) and "(100" in str(caught.value)
     assert len(str(caught.value)) < 600
+
+
+def test_validate_judges_files_by_the_limits_of_the_edge_configuration(tmp_path: Path) -> None:
+    """An edge configured with other limits judges a file as `validate -c edge.yaml` does."""
+    manifest = tmp_path / "plant.yaml"
+    manifest.write_text(MODEL + "---\n" + device() + "# padding\n" * 200)  # about 2.5 KB
+    small = tmp_path / "small.yaml"
+    small.write_text("node: edge-1\nmodules:\n  standalone:\n    limits: {maxFileBytes: 1024}\n")
+
+    result = runner.invoke(cli, ["validate", "-f", str(manifest)])
+    assert result.exit_code == 0, result.output
+    result = runner.invoke(cli, ["validate", "-f", str(manifest), "-c", str(small)])
+    assert result.exit_code == 1 and "maxFileBytes" in result.output, result.output
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("node: edge-1\nmodules:\n  standalone:\n    limits: {maxFileBytes: lots}\n")
+    result = runner.invoke(cli, ["validate", "-f", str(manifest), "-c", str(bad)])
+    assert result.exit_code == 1
+    assert "modules.standalone.limits.maxFileBytes" in result.output, result.output

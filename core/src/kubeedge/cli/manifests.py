@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from collections.abc import Iterable
 from pathlib import Path
@@ -16,7 +17,14 @@ from rich.markup import escape
 from kubeedge.api.crd import crds as crd_objects
 from kubeedge.api.crd import crds_yaml
 from kubeedge.api.device import Device, DeviceModel
-from kubeedge.api.manifests import DEFAULT_LIMITS, PathPart, Problem, parse_documents, read_documents
+from kubeedge.api.manifests import (
+    DEFAULT_LIMITS,
+    ManifestLimits,
+    PathPart,
+    Problem,
+    parse_documents,
+    read_documents,
+)
 from kubeedge.api.validation import (
     ConfigCheck,
     Report,
@@ -47,7 +55,18 @@ if TYPE_CHECKING:
     show_default=True,
     help="json: one object per problem, for scripts.",
 )
-def validate(paths: tuple[str, ...], output: str) -> None:
+@click.option(
+    "-c",
+    "--config",
+    "config_path",
+    type=click.Path(dir_okay=False, path_type=Path),
+    default=lambda: (
+        os.environ.get("KUBEEDGE_CONFIG") or ("edge.yaml" if Path("edge.yaml").exists() else None)
+    ),
+    help="Edge configuration whose modules.standalone.limits apply, so a file is judged as that "
+    "edge will judge it [env KUBEEDGE_CONFIG; default ./edge.yaml if present; else the default limits].",
+)
+def validate(paths: tuple[str, ...], output: str, config_path: Path | None) -> None:
     """Check Device and DeviceModel manifests without a cluster.
 
     Checks the schema (what kubectl apply would), the rules KubeEdge enforces (unique property
@@ -64,7 +83,7 @@ def validate(paths: tuple[str, ...], output: str) -> None:
       kubeedge validate -f examples/
       kubectl get devices,devicemodels -A -o yaml | kubeedge validate -f -
     """
-    report, skipped = _validate(paths)
+    report, skipped = _validate(paths, _limits(config_path))
     if output == "json":
         click.echo(json.dumps([p.__dict__ for p in report.all_problems], indent=2))
         for note in skipped:
@@ -74,8 +93,34 @@ def validate(paths: tuple[str, ...], output: str) -> None:
     sys.exit(0 if report.ok else 1)
 
 
-def _validate(paths: tuple[str, ...]) -> tuple[Report, list[Skipped]]:
-    limits = DEFAULT_LIMITS
+def _limits(config_path: Path | None) -> ManifestLimits:
+    """The manifest limits of the edge configuration at ``config_path`` (the defaults without one)."""
+    if config_path is None:
+        return DEFAULT_LIMITS
+    from pydantic import ValidationError
+
+    from kubeedge.config import load_config
+    from kubeedge.edge.standalone import StandaloneSettings
+    from kubeedge.errors import KubeEdgeError
+
+    try:
+        config = load_config(config_path)
+    except KubeEdgeError as exc:
+        raise click.ClickException(str(exc)) from None
+    entry = config.modules.get("standalone")
+    try:
+        return StandaloneSettings.model_validate(entry.settings if entry else {}).limits
+    except ValidationError as exc:
+        lines = [
+            f"{config_path}: modules.standalone.{'.'.join(map(str, e['loc']))}: {e['msg']}"
+            for e in exc.errors()
+        ]
+        raise click.ClickException("\n".join(lines)) from None
+
+
+def _validate(
+    paths: tuple[str, ...], limits: ManifestLimits = DEFAULT_LIMITS
+) -> tuple[Report, list[Skipped]]:
     documents, problems = read_documents((Path(p) for p in paths if p != "-"), limits)
     if "-" in paths:
         # One character more than the limit is enough to know the input is too big.
