@@ -123,6 +123,9 @@ class _LocalApps:
         )
         app = Application.from_args(args)
         app.asap.device_object = _PerRequest(app.asap.device_object)
+        # bacpypes3 binds the socket in a task: closed before it is bound, it would stay open
+        for link_layer in app.link_layers.values():
+            await asyncio.wait_for(link_layer.server._local_transport_ready.wait(), 5)
         return app
 
     @staticmethod

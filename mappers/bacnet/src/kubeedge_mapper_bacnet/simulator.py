@@ -177,8 +177,10 @@ class BacnetDevice:
                 app.add_object(obj)
         for link_layer in app.link_layers.values():
             self._count(link_layer.server)
+            # bacpypes3 binds the socket in a task; a stop() before it is bound would leave the
+            # socket open (and answering) once the task binds it
+            await link_layer.server._local_transport_ready.wait()
         self.app = app
-        await asyncio.sleep(0)  # the socket is bound by a task bacpypes3 started
         return self
 
     def _count(self, server: Any) -> None:
