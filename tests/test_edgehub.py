@@ -57,6 +57,9 @@ class ScriptedHub:
         self.acks: set[str] = set()
         self.errors: list[dict[str, Any]] = []
         self.ack_reports = True
+        self.priority = False
+        """Say in hub/synced that this hub takes priority reports (a cloud from before them does not)."""
+        self.ack_priority = True
         self.refuse: tuple[int, str] | None = None
         self.connection: ServerConnection | None = None
         self.server: Server | None = None
@@ -136,13 +139,13 @@ class ScriptedHub:
                     await self.send(
                         Message(
                             route=Route(source="cloudhub", group="hub", operation="synced"),
-                            content={"sent": sent},
+                            content={"sent": sent, **({"priority": True} if self.priority else {})},
                         )
                     )
                 elif route.operation == "report":
                     ReportContent.model_validate(message.content)  # the shape the cloud reads
                     self.reports.append(message.content)
-                    if self.ack_reports:
+                    if self.ack_priority if message.content.get("priority") else self.ack_reports:
                         ack = Message(route=Route(source="cloudhub", group="hub", operation="ack"))
                         ack.header.parent_msg_id = message.id
                         await self.send(ack)
@@ -471,3 +474,73 @@ async def test_an_oversized_message_from_the_cloud_closes_the_link_and_the_edge_
     }
     await wait_for(lambda: edgehub(edge).synced, what="synced again")
     assert edge.core.context.registry.get("default/sensor-1") is not None
+
+
+async def test_an_answer_to_a_desired_value_passes_a_telemetry_report_held_by_the_cloud(
+    hub, cloud_edge
+) -> None:
+    """A cloud that takes priority reports: while the edge's telemetry report waits for its ack
+    (the cloud's writes are slow), the observed desired value and then the reported value that
+    reaches it still go up, in a priority report of their own; nothing is lost or goes backwards."""
+    seed(hub)
+    hub.priority = True
+    edge = await cloud_edge(hub.url, ackTimeoutMs=60_000)
+    await edge.wait_reported("default/sensor-1", "setpoint", "21")
+    await wait_for(lambda: hub.state("default/sensor-1") == "online", what="state online at the hub")
+    hub.ack_reports = False  # telemetry is held from now on
+    held = len(hub.reports)
+    await wait_for(
+        lambda: any(not r.get("priority") for r in hub.reports[held:]), what="a telemetry report held"
+    )
+    changed = device("sensor-1", node=NODE)
+    changed["spec"]["properties"][1]["desired"] = {"value": "25"}
+    hub.put(changed, "d2")
+    await hub.send_object("device/default/sensor-1")
+
+    def answered() -> bool:
+        twin = hub.twin("default/sensor-1", "setpoint")
+        return twin is not None and twin["observed_desired"] == "25" and twin["reported"] == "25"
+
+    await wait_for(answered, what="observed desired 25 and reported 25 at the hub, telemetry held")
+    unacked = [r for r in hub.reports[held:] if not r.get("priority")]
+    assert len(unacked) == 1, "one telemetry report in flight, its ack still withheld"
+    for report in (r for r in hub.reports if r.get("priority")):
+        for change in report["devices"].values():
+            assert set(change) <= {"twins", "state", "last_online_time"}
+            assert "twins" in change or "state" in change
+            assert "temperature" not in change.get("twins", {}), "telemetry in the priority lane"
+
+    hub.ack_reports = True
+    assert hub.connection is not None
+    await hub.connection.close()  # the held report goes again after the reconnect
+    await wait_for(lambda: edgehub(edge).outbox.stats.entries == 0 and edgehub(edge).synced, timeout=15)
+    seen = [float(v) for v in hub.reported("default/sensor-1", "temperature") if v is not None]
+    assert seen == sorted(seen), "a property's values reach the cloud in order across both lanes"
+    newest = edge.reported("default/sensor-1", "temperature")
+    await wait_for(
+        lambda: float(hub.reported("default/sensor-1", "temperature")[-1] or 0) >= float(newest or 0),
+        what=f"the newest temperature ({newest} or later) at the hub",
+    )
+    final = hub.twin("default/sensor-1", "setpoint")
+    assert final is not None and (final["observed_desired"], final["reported"]) == ("25", "25"), (
+        "the answer is not overwritten by an older value"
+    )
+
+
+async def test_a_cloud_that_does_not_say_priority_gets_one_report_at_a_time_as_before(
+    hub, cloud_edge
+) -> None:
+    seed(hub)  # hub.priority stays False: a cloud from before priority reports
+    edge = await cloud_edge(hub.url)
+    await edge.wait_reported("default/sensor-1", "setpoint", "21")
+    changed = device("sensor-1", node=NODE)
+    changed["spec"]["properties"][1]["desired"] = {"value": "25"}
+    hub.put(changed, "d2")
+    await hub.send_object("device/default/sensor-1")
+    await wait_for(
+        lambda: (hub.twin("default/sensor-1", "setpoint") or {}).get("reported") == "25",
+        what="setpoint 25 reported at the hub",
+    )
+    # such a cloud refuses a field it does not know (extra="forbid" there): none is sent
+    assert all(set(r) == {"devices"} for r in hub.reports)
+    assert edgehub(edge).stats.priority_reports_sent == 0

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from pydantic import ValidationError
 
 from kubeedge.api.channel import DeviceReport, ReportContent, TwinStatus
-from kubeedge_cloud.hub.reports import REPORT, DeviceChange, TwinChange, report_changes
+from kubeedge_cloud.hub.reports import REPORT, DeviceChange, TwinChange, read_report, report_changes
 
 
 def test_the_typed_dicts_have_the_models_fields() -> None:
@@ -36,7 +36,8 @@ device = st.dictionaries(
 )
 content = st.one_of(
     st.dictionaries(
-        st.sampled_from(["devices", "z"]), st.dictionaries(st.text(max_size=3), device, max_size=3)
+        st.sampled_from(["devices", "priority", "z"]),
+        st.one_of(st.booleans(), st.dictionaries(st.text(max_size=3), device, max_size=3)),
     ),
     values,
 )
@@ -56,6 +57,7 @@ def test_the_hub_takes_and_refuses_what_the_model_does(data: Any) -> None:
     assert (model is None) == (fast is None), data
     if model is not None:
         assert fast == {k: v.model_dump(exclude_unset=True) for k, v in model.devices.items()}
+        assert read_report(data)[1] == model.priority
 
 
 def test_the_same_words_for_a_wrong_type() -> None:

@@ -11,12 +11,15 @@ next reconcile of the node computes the same answer from the cache.
 Upstream, reports are checked (a node may report only on its own devices), merged per device while
 the previous write is in flight or for ``status.flushMs`` (so a busy node makes one write per
 device and batch, not one per report), and written in one call to the source; the edge's message
-is acked only once that write returned.
+is acked only once that write returned. A priority report (answers to desired values, changes of
+state: docs/wire.md) skips ``flushMs``, and where the source takes overlapping writes it goes as a
+batch of its own, so its ack waits for no telemetry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 from collections import defaultdict
 from collections.abc import Mapping
@@ -84,6 +87,7 @@ class DeviceController(CloudModule):
         self._pending: dict[str, tuple[str, StatusChange]] = {}
         self._waiters: list[asyncio.Future[None]] = []
         self._have_pending = asyncio.Event()
+        self._flush_now = asyncio.Event()
         self.status_writes = 0
         """Batches written (each is one call to the source)."""
         self.reports_taken = 0
@@ -226,31 +230,42 @@ class DeviceController(CloudModule):
         return key in self.by_node.get(node, ())
 
     def submit_report(
-        self, node: str, devices: Mapping[str, StatusChange]
+        self, node: str, devices: Mapping[str, StatusChange], *, priority: bool = False
     ) -> tuple[asyncio.Future[None] | None, list[str]]:
-        """Queue a node's report for the next status write.
+        """Queue a node's report for the next status write (``priority``: at once).
 
         Returns a future done once the devices assigned to ``node`` are stored (``None`` when
         there were none), and the keys refused because they are not assigned to ``node``.
         """
         refused = []
-        taken = 0
+        taken: dict[str, tuple[str, StatusChange]] = {}
         for key, change in devices.items():
             if not self.assigned(node, key):
                 refused.append(key)
                 continue
+            taken[key] = (node, change)
+        if not taken:
+            return None, refused
+        self.reports_taken += 1
+        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        if priority and self.source is not None and self.source.overlapping_writes:
+            # The answer to a user's desired value or a change of state: a batch of its own,
+            # handed over now, so its ack waits for no other device's turn. What was gathered
+            # before it goes first: the source merges batches in the order they are handed over,
+            # so an older value never lands after a newer one.
+            self._hand_over()
+            self._start_store(taken, [waiter])
+            return waiter, refused
+        for key, (_, change) in taken.items():
             held = self._pending.get(key)
             if held is None:
                 self._pending[key] = (node, change)
             else:
                 merge_change(held[1], change)
-            taken += 1
-        if not taken:
-            return None, refused
-        self.reports_taken += 1
-        waiter: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         self._waiters.append(waiter)
         self._have_pending.set()
+        if priority:
+            self._flush_now.set()
         return waiter, refused
 
     async def _write_status(self) -> None:
@@ -258,19 +273,38 @@ class DeviceController(CloudModule):
         flush = self.context.config.status.flush_ms / 1000
         while True:
             await self._have_pending.wait()
-            if flush:
-                await asyncio.sleep(flush)
-            batch, self._pending = self._pending, {}
-            waiters, self._waiters = self._waiters, []
-            self._have_pending.clear()
+            if flush and not self._flush_now.is_set():
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._flush_now.wait(), flush)  # a priority report ends it
+            self._flush_now.clear()
             if self.source.overlapping_writes:
                 # the source takes the next batch while this one is written (it merges batches
                 # in the order they were handed over): a slow batch holds back no later report
-                task = asyncio.create_task(self._store(batch, waiters))
-                self._storing.add(task)
-                task.add_done_callback(self._storing.discard)
+                self._hand_over()
             else:
-                await self._store(batch, waiters)
+                batch, waiters = self._take_pending()
+                if batch:
+                    await self._store(batch, waiters)
+
+    def _take_pending(self) -> tuple[dict[str, tuple[str, StatusChange]], list[asyncio.Future[None]]]:
+        batch, self._pending = self._pending, {}
+        waiters, self._waiters = self._waiters, []
+        self._have_pending.clear()
+        return batch, waiters
+
+    def _hand_over(self) -> None:
+        """Hand what is pending to the source now (overlapping writes only)."""
+        batch, waiters = self._take_pending()
+        if batch:
+            self._start_store(batch, waiters)
+
+    def _start_store(
+        self, batch: dict[str, tuple[str, StatusChange]], waiters: list[asyncio.Future[None]]
+    ) -> None:
+        # tasks start in the order they are made: the source sees the batches in this order
+        task = asyncio.create_task(self._store(batch, waiters))
+        self._storing.add(task)
+        task.add_done_callback(self._storing.discard)
 
     async def _store(
         self, batch: dict[str, tuple[str, StatusChange]], waiters: list[asyncio.Future[None]]

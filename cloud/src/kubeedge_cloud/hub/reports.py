@@ -9,7 +9,7 @@ shapes equal).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, NotRequired
 
 from pydantic import ConfigDict, TypeAdapter, with_config
 from typing_extensions import TypedDict
@@ -37,6 +37,7 @@ class DeviceChange(TypedDict, total=False):
 @with_config(_STRICT)
 class ReportChanges(TypedDict):
     devices: dict[str, DeviceChange]
+    priority: NotRequired[bool]
 
 
 REPORT = TypeAdapter(ReportChanges)
@@ -44,4 +45,11 @@ REPORT = TypeAdapter(ReportChanges)
 
 def report_changes(content: Any) -> dict[str, dict[str, Any]]:
     """Device key -> its changes (only the fields the edge sent); ``ValidationError`` otherwise."""
-    return REPORT.validate_python(content)["devices"]  # type: ignore[return-value]
+    return read_report(content)[0]
+
+
+def read_report(content: Any) -> tuple[dict[str, dict[str, Any]], bool]:
+    """The report's changes per device, and whether it is a priority report (it answers desired
+    values or changes devices' states: written ahead of telemetry); ``ValidationError`` otherwise."""
+    report = REPORT.validate_python(content)
+    return report["devices"], report.get("priority", False)  # type: ignore[return-value]

@@ -34,7 +34,7 @@ from kubeedge.ratelimit import ThrottledLog, TokenBuckets
 from kubeedge_cloud.config import CloudConfig
 from kubeedge_cloud.controllers.devices import Desired, DeviceController
 from kubeedge_cloud.hub.activity import NodeActivityLog
-from kubeedge_cloud.hub.reports import report_changes
+from kubeedge_cloud.hub.reports import read_report
 
 log = logging.getLogger(__name__)
 refusals = ThrottledLog(log)
@@ -233,7 +233,7 @@ class Session:
         if not self.synced:
             raise WireError("twin/report before hub/sync: the first message must be hub/sync", 409)
         try:
-            devices = report_changes(message.content)
+            devices, priority = read_report(message.content)
         except ValidationError as exc:
             raise WireError(f"twin/report: {_first_error(exc)}") from None
         if not devices:
@@ -242,7 +242,7 @@ class Session:
         controller = self.controller
         if not controller.ready.is_set():
             await controller.ready.wait()
-        stored, refused = controller.submit_report(self.node, devices)
+        stored, refused = controller.submit_report(self.node, devices, priority=priority)
         reason = ""
         if refused:
             names = ", ".join(sorted(refused)[:10]) + (" ..." if len(refused) > 10 else "")
@@ -290,7 +290,9 @@ class Session:
             sent += 1
         if self._sync_answer_due:
             self._sync_answer_due = False
-            self._answer(None, channel.SYNCED, {"sent": sent})
+            # priority: this hub takes priority reports (a second report in flight, written ahead
+            # of telemetry); an edge that does not know the key ignores it
+            self._answer(None, channel.SYNCED, {"sent": sent, "priority": True})
             self.activity.synced(self.node, sent, len(self.held))
         return sent
 

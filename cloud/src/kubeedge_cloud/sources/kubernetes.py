@@ -36,6 +36,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from kubeedge.api.channel import answers_desired
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import ConfigError
@@ -157,6 +158,22 @@ class _StatusEntry:
             twins={name: TwinStatus.model_validate(t) for name, t in self.twins.items()},
             updated_at=self.updated_at,
         )
+
+
+def _answers(entry: _StatusEntry, change: StatusChange) -> bool:
+    """Whether ``change`` answers a user's desired value (a new observed-desired value, or the
+    reported value reaching it: :func:`kubeedge.api.channel.answers_desired`) or changes the
+    device's state, compared with what ``entry`` holds."""
+    state = change.get("state")
+    if state is not None and state != entry.state:
+        return True
+    for name, twin in (change.get("twins") or {}).items():
+        held = entry.twins.get(name) or {}
+        old_desired, old_reported = held.get("observed_desired"), held.get("reported")
+        desired = twin.get("observed_desired", old_desired)
+        if answers_desired(old_desired, old_reported, desired, twin.get("reported", old_reported)):
+            return True
+    return False
 
 
 def _twin(name: str, twin: Mapping[str, Any]) -> dict[str, Any]:
@@ -513,12 +530,14 @@ class KubernetesSource(_Source):
             entry = self.status.get(key)
             if entry is None:
                 entry = self.status[key] = _StatusEntry(namespace=namespace, name=name)
-            entry.merge(node, change)
-            entry.dirty = True
-            if any("observed_desired" in twin for twin in (change.get("twins") or {}).values()):
-                # the answer to a user's desired value: ahead of the queue and of the device's interval
+            if _answers(entry, change):
+                # the answer to a user's desired value, or a change of state: ahead of the queue
+                # and of the device's interval (every report carries observed_desired, so what
+                # counts is a value that differs from the one held)
                 entry.urgent = True
                 self._urgent.add(key)
+            entry.merge(node, change)
+            entry.dirty = True
             self._dirty.setdefault(key, None)  # a device already waiting keeps its place
             future: asyncio.Future[None] = loop.create_future()
             entry.waiters.append(future)

@@ -129,6 +129,11 @@ class SyncContent(_Model):
 class SyncedContent(_Model):
     sent: int
     """Objects (inserts, updates, deletes) the cloud sent for this sync."""
+    priority: bool = False
+    """The cloud takes priority reports (``ReportContent.priority``): the edge may then keep one
+    of them in flight besides its one ordinary report. A cloud that does not say so gets one
+    report at a time (an edge ignores keys of ``hub/synced`` it does not know, so saying it is
+    safe towards older edges)."""
 
 
 class TwinStatus(_Model):
@@ -155,6 +160,22 @@ class ReportContent(_Model):
     """edge -> cloud: ``device key`` (``ns/name``) -> its report. Acked once the cloud stored it."""
 
     devices: dict[str, DeviceReport]
+    priority: bool = False
+    """Every change in it answers a user (:func:`answers_desired`) or is a change of a device's
+    state: the cloud writes it ahead of telemetry and acks it on its own. Sent only to a cloud
+    whose ``hub/synced`` said ``priority``."""
+
+
+def answers_desired(
+    old_desired: str | None, old_reported: str | None, desired: str | None, reported: str | None
+) -> bool:
+    """Whether a property's status, going from (``old_desired``, ``old_reported``) to
+    (``desired``, ``reported``), answers a user's desired value: the observed-desired value
+    changed, or the reported value has just reached it (the device took it). Such changes, and
+    changes of a device's state, travel in priority reports; everything else is telemetry."""
+    if desired != old_desired:
+        return True
+    return desired is not None and reported == desired and old_reported != desired
 
 
 class ErrorContent(_Model):

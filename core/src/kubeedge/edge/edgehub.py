@@ -57,6 +57,7 @@ from kubeedge.api.channel import (
     Message,
     Route,
     SyncContent,
+    answers_desired,
     parse_message,
     split_resource,
 )
@@ -66,7 +67,7 @@ from kubeedge.backoff import backoff_delay
 from kubeedge.config import CloudConfig
 from kubeedge.driver import NoSettings
 from kubeedge.edge.objectstore import ObjectStore, StoredObject
-from kubeedge.edge.outbox import Entry, Outbox
+from kubeedge.edge.outbox import Entry, Lane, Outbox
 from kubeedge.errors import ConfigError, WireError
 from kubeedge.mapper.policy import cycle_ms
 from kubeedge.module import EdgeContext, EdgeModule
@@ -146,6 +147,8 @@ class HubStats:
     """Resource messages received from the cloud, by operation (since start)."""
     refused_objects: int = 0
     reports_sent: int = 0
+    priority_reports_sent: int = 0
+    """Of ``reports_sent``, those of the priority lane (answers to desired values, changes of state)."""
 
 
 class EdgeHub(EdgeModule):
@@ -182,7 +185,14 @@ class EdgeHub(EdgeModule):
         self._last_taken: dict[tuple[str, str], int] = {}
         self._properties: dict[str, dict[str, DeviceProperty]] = {}
         self._wake = asyncio.Event()
-        self._in_flight: tuple[str, float] | None = None
+        self._in_flight: dict[Lane, tuple[str, float]] = {}
+        """Lane -> the report in flight on it (message id, when sent): one per lane."""
+        self._cloud_priority = False
+        """The cloud's ``hub/synced`` said it takes priority reports (a second lane)."""
+        self._views: dict[tuple[str, str], tuple[str | None, str | None]] = {}
+        """(device, property) -> (observed desired, reported) as last queued; (device, "") ->
+        (state, None): what tells an answer to a desired value or a change of state."""
+        self._urgent_queued = asyncio.Event()
         self._retry_at = 0.0
         self._next_due_ms: int | None = None
         self._registry_timer: asyncio.TimerHandle | None = None
@@ -273,7 +283,8 @@ class EdgeHub(EdgeModule):
             if self.synced:
                 attempt = 0  # a connection that worked: the next attempt is quick again
             self.synced = False
-            self._in_flight = None
+            self._cloud_priority = False
+            self._in_flight.clear()
             attempt += 1
             delay = backoff_delay(
                 attempt, first=self.cloud.reconnect_min_ms / 1000, limit=self.cloud.reconnect_max_ms / 1000
@@ -321,7 +332,7 @@ class EdgeHub(EdgeModule):
         self.stats.connects += 1
         try:
             await self._call(self.outbox.unsend)  # what the last connection did not get acked
-            self._in_flight = None
+            self._in_flight.clear()
             versions = {resource: held.version for resource, held in self.objects.items()}
             sync = Message(
                 route=Route(source=SOURCE, group=channel.HUB, operation=channel.SYNC),
@@ -496,7 +507,9 @@ class EdgeHub(EdgeModule):
             self.ever_synced = True
         self._update_registry()
         self.synced = True
-        sent = message.content.get("sent") if isinstance(message.content, dict) else None
+        content = message.content if isinstance(message.content, dict) else {}
+        sent = content.get("sent")
+        self._cloud_priority = content.get("priority") is True
         log.info(
             "edgehub: in sync with %s (%s change(s) received; %d object(s) held)",
             self.cloud.url,
@@ -554,6 +567,8 @@ class EdgeHub(EdgeModule):
             del self._pending[item]
         for item in [k for k in self._last_taken if k[0] == key]:
             del self._last_taken[item]
+        for item in [k for k in self._views if k[0] == key]:
+            del self._views[item]
         if not self._stopping:
             asyncio.get_running_loop().run_in_executor(self._db, self.outbox.forget_device, key)
 
@@ -577,6 +592,10 @@ class EdgeHub(EdgeModule):
             value = record.twins.get(name)
             if prop is None or value is None or value.deleted or prop.report_to_cloud is False:
                 continue
+            item = (key, name)
+            view = self._views.get(item) or self._view_of(item)
+            urgent = answers_desired(view[0], view[1], value.expected, value.actual)
+            self._views[item] = (value.expected, value.actual)
             # the fields of channel.TwinStatus, as a dict: this runs for every change at any rate
             status = {
                 "reported": value.actual,
@@ -587,7 +606,7 @@ class EdgeHub(EdgeModule):
                 "error": value.error,
             }
             cycle = cycle_ms(prop.report_cycle) if prop.report_cycle is not None else 0
-            self._queue(key, name, orjson.dumps(status), cycle)
+            self._queue(key, name, orjson.dumps(status), cycle, urgent)
         for key in devices:
             record = twin.devices.get(key)
             served = registry.get(key)
@@ -598,7 +617,10 @@ class EdgeHub(EdgeModule):
                 continue
             cycle = cycle_ms(report.report_cycle) if report and report.report_cycle is not None else 0
             body = orjson.dumps({"state": record.state, "last_online_time": record.last_online})
-            self._queue(key, "", body, cycle)
+            item = (key, "")
+            urgent = record.state != (self._views.get(item) or self._view_of(item))[0]
+            self._views[item] = (record.state, None)
+            self._queue(key, "", body, cycle, urgent)
 
     def _property(self, served: ServedDevice, name: str) -> DeviceProperty | None:
         props = self._properties.get(served.key)
@@ -607,14 +629,26 @@ class EdgeHub(EdgeModule):
             self._properties[served.key] = props
         return props.get(name)
 
-    def _queue(self, device: str, name: str, body: bytes, cycle: int) -> None:
+    def _view_of(self, item: tuple[str, str]) -> tuple[str | None, str | None]:
+        """What the cloud has or will get of a property (observed desired, reported) or of a
+        device's state (state, None), from the body last queued or acked (once per item)."""
+        known = self._known.get(item)
+        if known is None:
+            return (None, None)
+        body = orjson.loads(known)
+        if item[1]:
+            return (body.get("observed_desired"), body.get("reported"))
+        return (body.get("state"), None)
+
+    def _queue(self, device: str, name: str, body: bytes, cycle: int, urgent: bool = False) -> None:
         item = (device, name)
         if self._known.get(item) == body:
             return
         entry_due = 0
-        if cycle:
+        if cycle and not urgent:  # reportCycle paces telemetry, not the answer to a user
             entry_due = self._last_taken.get(item, 0) + cycle
-        entry = Entry(device, name, body, entry_due)
+        held = self._pending.get(item)
+        entry = Entry(device, name, body, entry_due, urgent or (held is not None and held.urgent))
         if entry.size + _ENVELOPE_BYTES > self.cloud.max_report_bytes:
             log.warning(
                 "edgehub: %s/%s: a report of %d bytes does not fit cloud.maxReportBytes (%d); not sent",
@@ -626,13 +660,19 @@ class EdgeHub(EdgeModule):
             return
         self._known[item] = body
         self._pending[item] = entry
+        if entry.urgent:
+            self._urgent_queued.set()
         self._wake.set()
 
     async def _upstream_loop(self) -> None:
         while True:
             await self._wait_for_work()
-            if self._pending and self.cloud.batch_delay_ms:
-                await asyncio.sleep(self.cloud.batch_delay_ms / 1000)  # changes meanwhile coalesce
+            if self._pending and self.cloud.batch_delay_ms and not self._urgent_queued.is_set():
+                # changes meanwhile coalesce; an answer to a desired value or a change of state
+                # does not wait for the rest of the batch
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._urgent_queued.wait(), self.cloud.batch_delay_ms / 1000)
+            self._urgent_queued.clear()
             if self._pending:
                 entries = list(self._pending.values())
                 self._pending.clear()
@@ -650,11 +690,14 @@ class EdgeHub(EdgeModule):
     async def _wait_for_work(self) -> None:
         timeouts = []
         clock = time.monotonic()
-        if self._in_flight is not None:
-            timeouts.append(self._in_flight[1] + self.cloud.ack_timeout_ms / 1000 - clock)
+        for _, sent in self._in_flight.values():
+            timeouts.append(sent + self.cloud.ack_timeout_ms / 1000 - clock)
         if self._retry_at:
             timeouts.append(self._retry_at - clock)
-        if self._next_due_ms is not None:
+        telemetry_busy = "all" in self._in_flight or "telemetry" in self._in_flight
+        if self._next_due_ms is not None and not telemetry_busy:
+            # entries waiting for their reportCycle go in the telemetry lane: while a report is in
+            # flight on it, its ack wakes the loop (a due time passed meanwhile would spin it)
             timeouts.append((self._next_due_ms - now_ms()) / 1000)
         timeout = max(0.0, min(timeouts)) if timeouts else None
         try:
@@ -671,27 +714,38 @@ class EdgeHub(EdgeModule):
         # their entries), so a report does not name them.
         if ws is None or not self.synced:
             return
-        if self._in_flight is not None:
-            message_id, sent = self._in_flight
+        for lane, (message_id, sent) in list(self._in_flight.items()):
             if clock - sent < self.cloud.ack_timeout_ms / 1000:
-                return  # one report at a time: the next one goes when this one is acked
+                continue  # one report per lane: the next one goes when this one is acked
             log.warning(
                 "edgehub: report %s not acked within %dms; sending again",
                 message_id,
                 self.cloud.ack_timeout_ms,
             )
-            await self._call(self.outbox.unsend)
-            self._in_flight = None
+            await self._call(self.outbox.unsend, message_id)
+            if self._in_flight.get(lane, ("",))[0] == message_id:
+                del self._in_flight[lane]
         if self._retry_at > clock:
             return
         self._retry_at = 0.0
+        # A cloud that takes priority reports gets the answers to desired values and changes of
+        # state in a lane of their own, so they never wait behind telemetry in flight; another
+        # cloud gets one report at a time, as before.
+        lanes: tuple[Lane, ...] = ("priority", "telemetry") if self._cloud_priority else ("all",)
+        for lane in lanes:
+            if lane not in self._in_flight and not await self._send_lane(ws, lane):
+                return
+
+    async def _send_lane(self, ws: ClientConnection, lane: Lane) -> bool:
+        """Send the next report of ``lane`` if an entry is due; False when the link went down."""
         message_id = uuid.uuid4().hex
         taken = await self._call(
-            self.outbox.take, message_id, self.cloud.max_report_bytes - _ENVELOPE_BYTES, now_ms()
+            self.outbox.take, message_id, self.cloud.max_report_bytes - _ENVELOPE_BYTES, now_ms(), lane
         )
-        self._next_due_ms = taken.next_due_ms
+        if lane != "priority":
+            self._next_due_ms = taken.next_due_ms
         if not taken.entries:
-            return
+            return True
         devices: dict[str, dict[str, Any]] = {}
         stamp = now_ms()
         for entry in taken.entries:
@@ -702,30 +756,45 @@ class EdgeHub(EdgeModule):
             else:
                 report.update(body)
             self._last_taken[(entry.device, entry.name)] = stamp
+        content: dict[str, Any] = {"devices": devices}
+        if lane == "priority":
+            content["priority"] = True
         message = Message(
             header=Header(msg_id=message_id),
             route=Route(source=SOURCE, group=channel.TWIN, operation=channel.REPORT),
-            content={"devices": devices},
+            content=content,
         )
-        self._in_flight = (message_id, clock)
+        self._in_flight[lane] = (message_id, time.monotonic())
         try:
             await self._send(ws, message)
         except ConnectionClosed:
-            # The link went down while the report was being made (maybe a new one is up already):
-            # its entries are unsent again now; this is the only report in flight.
-            self._in_flight = None
-            await self._call(self.outbox.unsend)
+            # The link went down while the report was being made (maybe a new one is up already,
+            # with reports of its own in flight): this message's entries are unsent again now.
+            if self._in_flight.get(lane, ("",))[0] == message_id:
+                del self._in_flight[lane]
+            await self._call(self.outbox.unsend, message_id)
             self._wake.set()
-            return
+            return False
         self.stats.reports_sent += 1
+        if lane == "priority":
+            self.stats.priority_reports_sent += 1
         log.debug(
-            "edgehub: report %s: %d entr(y/ies) of %d device(s)", message_id, len(taken.entries), len(devices)
+            "edgehub: report %s (%s): %d entr(y/ies) of %d device(s)",
+            message_id,
+            lane,
+            len(taken.entries),
+            len(devices),
         )
+        return True
+
+    def _lane_of(self, message_id: str) -> Lane | None:
+        return next((lane for lane, (m, _) in self._in_flight.items() if m == message_id), None)
 
     async def _on_ack(self, parent: str) -> None:
         acked = await self._call(self.outbox.acked, parent)
-        if self._in_flight is not None and self._in_flight[0] == parent:
-            self._in_flight = None
+        lane = self._lane_of(parent)
+        if lane is not None:
+            del self._in_flight[lane]
             self._wake.set()
         if acked:
             log.debug("edgehub: report %s acked (%d entries)", parent, acked)
@@ -736,13 +805,13 @@ class EdgeHub(EdgeModule):
             error = ErrorContent.model_validate(message.content)
         except ValidationError:
             error = ErrorContent(code=500, reason=str(message.content)[:500])
-        is_report = self._in_flight is not None and self._in_flight[0] == parent
-        if not is_report:
+        lane = self._lane_of(parent)
+        if lane is None:
             log.warning(
                 "edgehub: the cloud says %d: %s (message %s)", error.code, error.reason, parent or "-"
             )
             return
-        self._in_flight = None
+        del self._in_flight[lane]
         if error.code in (400, 403, 404, 413, 422):
             count = await self._call(self.outbox.refused, parent)
             log.warning(
@@ -756,7 +825,7 @@ class EdgeHub(EdgeModule):
             log.warning(
                 "edgehub: the cloud could not take a report: %d %s; retrying", error.code, error.reason
             )
-            await self._call(self.outbox.unsend)
+            await self._call(self.outbox.unsend, parent)
             self._retry_at = time.monotonic() + self.cloud.reconnect_min_ms / 1000
             self._wake.set()
 

@@ -14,7 +14,14 @@ One entry is one property's status (``name`` = the property) or one device's sta
 * **bounded in bytes** (``cloud.queue.maxBytes``): when a put would pass the bound, the oldest
   entries are dropped first (their device and property are the ones that changed least recently)
   and counted in :attr:`Outbox.stats` (``dropped_entries``, ``dropped_bytes``; kept across
-  restarts), which ``kubeedge edge status`` shows.
+  restarts), which ``kubeedge edge status`` shows;
+* **two lanes**: an entry is *urgent* when it answers a user's desired value or carries a change
+  of the device's state (:func:`kubeedge.api.channel.answers_desired`); :meth:`Outbox.take` takes
+  either lane, so the edge hub can keep a priority report in flight beside its ordinary one. An
+  entry that replaces an unsent urgent one stays urgent (it carries the answer too). Both lanes
+  go down one connection in the order they are sent, and a message's entries are unsent again
+  only where no newer entry of the same device and name exists, so the per-property order holds
+  across lanes as it does within one.
 
 It also remembers what the cloud acked last per device and name (``acked``), so an edge that
 starts again can tell which twins changed while it was not running (or in the moment between the
@@ -29,6 +36,7 @@ import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 from kubeedge.wal import open_wal
 
@@ -40,7 +48,8 @@ CREATE TABLE IF NOT EXISTS entries (
     body BLOB NOT NULL,
     size INTEGER NOT NULL,
     due_ms INTEGER NOT NULL DEFAULT 0,
-    sent_in TEXT
+    sent_in TEXT,
+    urgent INTEGER NOT NULL DEFAULT 0
 );
 CREATE INDEX IF NOT EXISTS entries_key ON entries (device, name);
 CREATE INDEX IF NOT EXISTS entries_sent ON entries (sent_in);
@@ -66,6 +75,8 @@ class Entry:
     body: bytes
     due_ms: int = 0
     """Not sent before this time (ms since the epoch): a property's ``reportCycle``."""
+    urgent: bool = False
+    """It answers a user's desired value or changes the device's state: the priority lane."""
 
     @property
     def size(self) -> int:
@@ -78,6 +89,14 @@ class Taken:
 
     entries: list[Entry]
     next_due_ms: int | None
+
+
+Lane = Literal["all", "telemetry", "priority"]
+"""What :meth:`Outbox.take` takes: every entry (a cloud without priority reports), only the
+entries that are not urgent, or only the urgent ones."""
+
+_LANE_URGENCY: dict[str, tuple[int, int]] = {"all": (0, 1), "telemetry": (0, 0), "priority": (1, 1)}
+"""The values of ``urgent`` a lane takes."""
 
 
 @dataclass(slots=True)
@@ -107,6 +126,9 @@ class Outbox:
 
     def open(self) -> None:
         db = self._db = open_wal(self.path, _SCHEMA, check_same_thread=False)
+        columns = {row[1] for row in db.execute("PRAGMA table_info(entries)")}
+        if "urgent" not in columns:  # an outbox written before the priority lane
+            db.execute("ALTER TABLE entries ADD COLUMN urgent INTEGER NOT NULL DEFAULT 0")
         self.unsend()  # entries sent by the last process and never acked
         self._recount()
         counters = dict(db.execute("SELECT name, value FROM counters").fetchall())
@@ -144,10 +166,11 @@ class Outbox:
         with self._tx():
             for entry in entries:
                 old = db.execute(
-                    "SELECT COUNT(*), COALESCE(SUM(size), 0) FROM entries "
+                    "SELECT COUNT(*), COALESCE(SUM(size), 0), COALESCE(MAX(urgent), 0) FROM entries "
                     "WHERE device = ? AND name = ? AND sent_in IS NULL",
                     (entry.device, entry.name),
                 ).fetchone()
+                urgent = entry.urgent or bool(old[2])  # the replaced one's answer is in this one too
                 if old[0]:
                     db.execute(
                         "DELETE FROM entries WHERE device = ? AND name = ? AND sent_in IS NULL",
@@ -156,8 +179,9 @@ class Outbox:
                     self.stats.entries -= int(old[0])
                     self.stats.bytes -= int(old[1])
                 db.execute(
-                    "INSERT INTO entries (device, name, body, size, due_ms) VALUES (?, ?, ?, ?, ?)",
-                    (entry.device, entry.name, entry.body, entry.size, entry.due_ms),
+                    "INSERT INTO entries (device, name, body, size, due_ms, urgent) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (entry.device, entry.name, entry.body, entry.size, 0 if urgent else entry.due_ms, urgent),
                 )
                 self.stats.entries += 1
                 self.stats.bytes += entry.size
@@ -188,19 +212,20 @@ class Outbox:
             self._save_counter("dropped_bytes", self.stats.dropped_bytes)
         return dropped
 
-    def take(self, message_id: str, max_bytes: int, now_ms: int) -> Taken:
-        """Mark the oldest unsent entries that are due, up to ``max_bytes`` of bodies, as sent in
-        ``message_id`` and return them (at least one, if any is due, whatever its size)."""
+    def take(self, message_id: str, max_bytes: int, now_ms: int, lane: Lane = "all") -> Taken:
+        """Mark the oldest unsent entries of ``lane`` that are due, up to ``max_bytes`` of bodies,
+        as sent in ``message_id`` and return them (at least one, if any is due, whatever its
+        size). ``next_due_ms`` is over every unsent entry, of either lane."""
         db = self.db
         chosen: list[tuple[int, Entry]] = []
         total = 0
         cursor = db.execute(
-            "SELECT seq, device, name, body, due_ms FROM entries "
-            "WHERE sent_in IS NULL AND due_ms <= ? ORDER BY seq",
-            (now_ms,),
+            "SELECT seq, device, name, body, due_ms, urgent FROM entries "
+            "WHERE sent_in IS NULL AND due_ms <= ? AND urgent IN (?, ?) ORDER BY seq",
+            (now_ms, *_LANE_URGENCY[lane]),
         )
-        for seq, device, name, body, due in cursor:
-            entry = Entry(device, name, bytes(body), due)
+        for seq, device, name, body, due, urgent in cursor:
+            entry = Entry(device, name, bytes(body), due, bool(urgent))
             if chosen and total + entry.size > max_bytes:
                 break
             chosen.append((seq, entry))
@@ -259,18 +284,23 @@ class Outbox:
             self._save_counter("refused_entries", self.stats.refused_entries)
         return int(count)
 
-    def unsend(self) -> None:
-        """Entries sent and not acked (the link went down, an ack did not come) are unsent again;
-        where a newer entry of the same device and name waits, the older one is dropped."""
+    def unsend(self, message_id: str | None = None) -> None:
+        """Entries sent and not acked (the link went down, an ack did not come) are unsent again:
+        those of ``message_id``, or of every message. Where a newer entry of the same device and
+        name exists (waiting, or sent in another message), the older one is dropped: sent again
+        it could reach the cloud after the newer one."""
         with self._tx():
-            self.db.execute("UPDATE entries SET sent_in = NULL WHERE sent_in IS NOT NULL")
+            if message_id is None:
+                self.db.execute("UPDATE entries SET sent_in = NULL WHERE sent_in IS NOT NULL")
+            else:
+                self.db.execute("UPDATE entries SET sent_in = NULL WHERE sent_in = ?", (message_id,))
             self._drop_superseded()
 
     def _drop_superseded(self) -> None:
         db = self.db
         stale = db.execute(
-            "SELECT e.seq, e.size FROM entries e WHERE EXISTS (SELECT 1 FROM entries n "
-            "WHERE n.device = e.device AND n.name = e.name AND n.seq > e.seq)"
+            "SELECT e.seq, e.size FROM entries e WHERE e.sent_in IS NULL AND EXISTS (SELECT 1 FROM "
+            "entries n WHERE n.device = e.device AND n.name = e.name AND n.seq > e.seq)"
         ).fetchall()
         if stale:
             db.executemany("DELETE FROM entries WHERE seq = ?", [(seq,) for seq, _ in stale])
@@ -301,8 +331,10 @@ class Outbox:
     def pending(self) -> list[Entry]:
         """Every entry, oldest first (for tests and diagnostics)."""
         return [
-            Entry(d, n, bytes(b), due)
-            for d, n, b, due in self.db.execute("SELECT device, name, body, due_ms FROM entries ORDER BY seq")
+            Entry(d, n, bytes(b), due, bool(urgent))
+            for d, n, b, due, urgent in self.db.execute(
+                "SELECT device, name, body, due_ms, urgent FROM entries ORDER BY seq"
+            )
         ]
 
     def _save_counter(self, name: str, value: int) -> None:
