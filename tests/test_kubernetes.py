@@ -24,8 +24,10 @@ import yaml
 from kube_cluster import Cluster, kube_cluster  # noqa: F401  (the session fixture)
 from test_cloud_edge import Process, eventually
 
-from kubeedge.bus import free_port
+from kubeedge.bus import BusClient, free_port
+from kubeedge.client import EdgeClient
 from kubeedge_cloud.config import CloudConfig
+from kubeedge_cloud.leader import ReplicaSettings
 from kubeedge_cloud.module import CloudContext
 from kubeedge_cloud.nodes import NodeSettings
 from kubeedge_cloud.sources.kubernetes import KubernetesSettings, KubernetesSource
@@ -629,11 +631,31 @@ async def test_deploy_validates_and_the_cloud_runs_with_only_the_rights_it_gives
     assert await can("patch", "devices.devices.kubeedge.io", "-A") == "no"  # never the spec
     assert await can("delete", "nodes") == "no"
     assert await can("get", "secrets", "-A") == "no"
+    # replicas: the leader lists the edge Nodes and their Leases; the replica serving a Node is
+    # an annotation written through nodes/status, so never a patch of the Node itself
+    assert await can("list", "nodes") == "yes"
+    assert await can("patch", "nodes") == "no"
+    assert await can("list", "leases", "-n", "kube-node-lease") == "yes"
+    assert await can("update", "leases", "-n", "kube-node-lease") == "no"
+    # the leader election: its one Lease in the cloud's namespace, read and replaced
+    assert await can("create", "leases", "-n", "kubeedge") == "yes"
+    assert await can("update", "leases/kubeedge-cloud", "-n", "kubeedge") == "yes"
+    assert await can("get", "leases/kubeedge-cloud", "-n", "kubeedge") == "yes"
+    assert await can("update", "leases/another", "-n", "kubeedge") == "no"
+    assert await can("list", "leases", "-n", "kubeedge") == "no"
 
     # the cloud as that ServiceAccount (a client certificate naming it), all namespaces
     kubeconfig = cluster.user(CLOUD_IDENTITY)
     namespace = cluster.new_namespace("rbac")
-    site = KubeSite(tmp_path, ca, cluster, namespace, kubeconfig=str(kubeconfig), namespaces=[])
+    site = KubeSite(
+        tmp_path,
+        ca,
+        cluster,
+        namespace,
+        kubeconfig=str(kubeconfig),
+        namespaces=[],
+        replica={"leaseNamespace": "kubeedge"},  # where deploy/ lets it keep the leader's Lease
+    )
     try:
         await site.kubectl(
             "apply",
@@ -664,6 +686,93 @@ async def test_deploy_validates_and_the_cloud_runs_with_only_the_rights_it_gives
 def test_the_cloud_readme_names_every_setting_of_the_kubernetes_source() -> None:
     table = (REPO / "cloud" / "README.md").read_text()
     documented = set(re.findall(r"`source\.([a-zA-Z]+(?:\.[a-zA-Z]+)?)`", table))
-    expected = {f.alias or n for n, f in KubernetesSettings.model_fields.items() if n != "nodes"}
-    expected |= {f"nodes.{f.alias or n}" for n, f in NodeSettings.model_fields.items()}
+    sections = {"nodes": NodeSettings, "replica": ReplicaSettings}
+    expected = {f.alias or n for n, f in KubernetesSettings.model_fields.items() if n not in sections}
+    for section, settings in sections.items():
+        expected |= {f"{section}.{f.alias or n}" for n, f in settings.model_fields.items()}
     assert sorted(expected - documented) == []
+
+
+async def test_an_answer_to_a_desired_value_is_not_held_behind_telemetry(
+    tmp_path: Path,
+    ca: trustme.CA,
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    """Telemetry patched at most once in ten minutes per device (``statusIntervalMs``): from each
+    device's first patch on, the edge's telemetry report waits that long for its ack. A desired
+    value patched meanwhile still lands, observedDesired and then the reported value that reaches
+    it (the edge's priority lane, and the writer letting such a device past its interval), while
+    the other devices' telemetry stays held. Nothing held is lost: a cloud restarted with a short
+    interval gets the newest values, and the answer is not overwritten by an older one."""
+    namespace = kube_cluster.new_namespace("prio")
+    site = KubeSite(tmp_path, ca, kube_cluster, namespace, statusIntervalMs=600_000)
+    names = ["sensor-1", "sensor-2", "sensor-3"]
+    try:
+        await site.kubectl(
+            "apply",
+            "-f",
+            "-",
+            input=manifest(
+                model(namespace=namespace), *(device(n, namespace=namespace, node="edge-1") for n in names)
+            ),
+        )
+        await site.start_cloud()
+        await site.start_edge("edge-1")
+
+        async def state(name: str) -> str | None:
+            return ((await site.get(name)).get("status") or {}).get("state")
+
+        async def all_online() -> bool:
+            return [await state(name) for name in names] == ["online"] * len(names)
+
+        # a change of state goes first too: from here on, every device has had its first patch
+        await eventually(all_online, what="every device online")
+
+        async def temperature(name: str) -> str | None:
+            return ((await site.twin(name, "temperature")).get("reported") or {}).get("value")
+
+        held = {name: await temperature(name) for name in ("sensor-1", "sensor-3")}
+        await site.kubectl(
+            "patch",
+            "device",
+            "sensor-2",
+            "--type",
+            "json",
+            "-p",
+            '[{"op": "add", "path": "/spec/properties/1/desired", "value": {"value": "28"}}]',
+        )
+
+        async def answered() -> bool:
+            twin = await site.twin("sensor-2", "setpoint")
+            values = [(twin.get(side) or {}).get("value") for side in ("observedDesired", "reported")]
+            return values == ["28", "28"]
+
+        await eventually(answered, timeout=60, what="setpoint 28 observed and reported, telemetry held")
+        assert {name: await temperature(name) for name in held} == held, "the telemetry was held meanwhile"
+
+        await site.cloud.stop()
+        config = yaml.safe_load(site.cloud_yaml.read_text())
+        config["source"]["statusIntervalMs"] = 100
+        site.cloud_yaml.write_text(yaml.safe_dump(config))
+        await site.start_cloud()
+        edge_values = {name: await _edge_temperature(site, name) for name in held}
+
+        async def caught_up() -> bool:
+            return all(float(await temperature(n) or 0) >= edge_values[n] for n in held)
+
+        await eventually(caught_up, what=f"temperatures at {edge_values} or later after the restart")
+        assert await answered(), "the answer is not overwritten by an older value"
+    finally:
+        await site.close()
+
+
+async def _edge_temperature(site: KubeSite, name: str) -> float:
+    """The edge's own temperature of ``name``, asked on its bus (what ``kubeedge device get`` does)."""
+    edge = yaml.safe_load((site.root / "edge-1" / "edge.yaml").read_text())
+    bus = BusClient(f"mqtt://{edge['bus']['listen']}", client_id=f"test-temperature-{free_port()}")
+    await bus.start()
+    try:
+        twin = await EdgeClient(bus, "edge-1").twin(f"{site.namespace}/{name}")
+    finally:
+        await bus.stop()
+    return float(twin["temperature"]["actual"]["value"])

@@ -11,9 +11,10 @@ import os
 import re
 import socket
 from pathlib import Path
-from typing import Any
+from typing import Annotated, Any
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     ConfigDict,
     Field,
@@ -135,11 +136,27 @@ class CloudQueueConfig(_Config):
     """File name of the outbox inside the edge's data folder."""
 
 
+def _hub_url(url: str) -> str:
+    """A cloud hub's address checked: ``wss://host:port``, ``ws://`` only to loopback."""
+    match = re.match(r"^(wss|ws)://([^/:]+|\[[0-9a-fA-F:]+\]):(\d+)/?$", url)
+    if not match or int(match.group(3)) > 65535:
+        raise ValueError("must be wss://host:port (the cloud hub's address)")
+    if match.group(1) == "ws" and not _is_loopback(match.group(2)):
+        raise ValueError(
+            f"ws:// (no TLS) only to a loopback address, not {match.group(2)}: the node token "
+            "would travel in clear; use wss://"
+        )
+    return url.rstrip("/")
+
+
 class CloudConfig(_Config):
     """The cloud this edge takes its devices from and reports to (the ``edgehub`` module)."""
 
-    url: str
-    """The cloud hub, ``wss://host:port`` (``ws://`` only to a loopback address)."""
+    url: str = ""
+    """The cloud hub, ``wss://host:port`` (``ws://`` only to a loopback address); or ``urls``."""
+    urls: list[Annotated[str, AfterValidator(_hub_url)]] = Field(default_factory=list)
+    """More hubs (replicas of one cloud, when no load balancer stands before them), tried after
+    ``url`` in order: a failed attempt or a lost connection moves to the next one."""
     token: str | None = None
     """The node token (``kubeedge token create NODE``); or ``tokenFile``."""
     token_file: Path | None = None
@@ -163,18 +180,19 @@ class CloudConfig(_Config):
     @field_validator("url")
     @classmethod
     def _check_url(cls, url: str) -> str:
-        match = re.match(r"^(wss|ws)://([^/:]+|\[[0-9a-fA-F:]+\]):(\d+)/?$", url)
-        if not match or int(match.group(3)) > 65535:
-            raise ValueError("must be wss://host:port (the cloud hub's address)")
-        if match.group(1) == "ws" and not _is_loopback(match.group(2)):
-            raise ValueError(
-                f"ws:// (no TLS) only to a loopback address, not {match.group(2)}: the node token "
-                "would travel in clear; use wss://"
-            )
-        return url.rstrip("/")
+        return _hub_url(url) if url else url
+
+    @property
+    def hubs(self) -> list[str]:
+        """``url`` and then ``urls``, each once."""
+        return list(dict.fromkeys([self.url, *self.urls]))
 
     @model_validator(mode="after")
     def _one_token(self) -> CloudConfig:
+        if not self.url:
+            if not self.urls:
+                raise ValueError("set url (the cloud hub's address, wss://host:port) or urls")
+            self.url = self.urls[0]
         if (self.token is None) == (self.token_file is None):
             raise ValueError("set one of token or tokenFile (the node token from `kubeedge token create`)")
         return self

@@ -40,8 +40,9 @@ from kubeedge.api.channel import answers_desired
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import ConfigError
+from kubeedge_cloud.leader import LeaderElector, ReplicaSettings
 from kubeedge_cloud.module import CloudContext
-from kubeedge_cloud.nodes import NodeKeeper, NodeSettings
+from kubeedge_cloud.nodes import NodeKeeper, NodeMonitor, NodeSettings
 from kubeedge_cloud.sources.source import (
     DeviceStatusRecord,
     Gone,
@@ -89,6 +90,8 @@ class KubernetesSettings(BaseModel):
     field_manager: str = Field(default="kubeedge-cloud", alias="fieldManager", max_length=128)
     nodes: NodeSettings = Field(default_factory=NodeSettings)
     """Each connected edge as a Node with a Lease heartbeat (:mod:`kubeedge_cloud.nodes`)."""
+    replica: ReplicaSettings = Field(default_factory=ReplicaSettings)
+    """This replica's name and the leader election among replicas (:mod:`kubeedge_cloud.leader`)."""
 
 
 class RateLimiter:
@@ -295,6 +298,10 @@ class KubernetesSource(_Source):
         self._writer: asyncio.Task[None] | None = None
         self._in_flight: set[asyncio.Task[None]] = set()
         self.nodes: NodeKeeper | None = None
+        self.leader: LeaderElector | None = None
+        self.replica = settings.replica.replica_id()
+        self._serving: set[str] = set()
+        """Nodes connected to this replica: only this replica writes their devices' status."""
         self.patches = 0
         """Status patches the API server accepted (for tests and the benchmark)."""
 
@@ -331,10 +338,29 @@ class KubernetesSource(_Source):
         self.api_client = client.ApiClient(configuration)
         self.api = client.CustomObjectsApi(self.api_client)
 
+    async def _kubeconfig_namespace(self) -> str | None:
+        """The kubeconfig context's namespace (where the leader's Lease goes by default)."""
+        if self.config.kubeconfig == "in-cluster":
+            return None
+        from kubernetes.aio import config
+
+        path = str(self._kubeconfig_path())
+        with contextlib.suppress(Exception):
+            contexts, active = await asyncio.to_thread(config.list_kube_config_contexts, path)
+            chosen = next((c for c in contexts if c.get("name") == self.config.context), active)
+            return str((chosen.get("context") or {}).get("namespace") or "") or None
+        return None
+
     async def start(self) -> None:
         await self._connect()
-        self.nodes = NodeKeeper(self.api_client, self.config.nodes)
+        self.nodes = NodeKeeper(self.api_client, self.config.nodes, self.replica)
         self._writer = asyncio.create_task(self._write_loop(), name="kubernetes-status-writer")
+        replica = self.config.replica
+        if replica.leader_election:
+            monitor = NodeMonitor(self.api_client, replica.node_monitor_period_seconds)
+            namespace = replica.namespace(await self._kubeconfig_namespace())
+            self.leader = LeaderElector(self.api_client, replica, self.replica, namespace, monitor.run)
+            self.leader.start()
 
     async def open_view(self) -> None:
         await self._connect()
@@ -346,6 +372,8 @@ class KubernetesSource(_Source):
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        if self.leader is not None:
+            await self.leader.stop()  # released: another replica leads at its next try
         if self.nodes is not None:
             await self.nodes.stop()
         if self.api_client is not None:
@@ -357,10 +385,12 @@ class KubernetesSource(_Source):
         return {"source": f"kubernetes {server} ({where})"}
 
     def node_connected(self, node: str, address: str) -> None:
+        self._serving.add(node)
         if self.nodes is not None:
             self.nodes.connected(node, address)
 
     def node_disconnected(self, node: str) -> None:
+        self._serving.discard(node)
         if self.nodes is not None:
             self.nodes.disconnected(node)
 
@@ -416,15 +446,27 @@ class KubernetesSource(_Source):
         return parsed
 
     def _seed_status(self, parsed: SourceObject, raw: Mapping[str, Any]) -> None:
-        """Take the status stored in the object (an earlier run's) for a device not known yet."""
+        """Take the status stored in the object (an earlier run's) for a device not known yet,
+        and for a device whose node another replica serves (that replica writes its status: when
+        the node moves here, the patches made here must start from what it wrote, since each
+        patch carries the whole ``twins[]``)."""
         key = parsed.key
-        if key in self.status:
+        node = getattr(parsed.obj.spec, "node_name", None) or ""
+        held = self.status.get(key)
+        if held is not None and (
+            held.dirty
+            or held.in_flight
+            or held.waiters
+            or node in self._serving
+            or held.node in self._serving
+            or not raw.get("status")
+        ):
             return
         status = raw.get("status") or {}
         self.status[key] = _StatusEntry(
             namespace=parsed.obj.namespace,
             name=parsed.obj.name,
-            node=getattr(parsed.obj.spec, "node_name", None) or "",
+            node=node,
             state=status.get("state"),
             last_online_time=status.get("lastOnlineTime"),
             twins=_twins_from_status(status),

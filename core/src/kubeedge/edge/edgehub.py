@@ -168,7 +168,9 @@ class EdgeHub(EdgeModule):
         data_dir = context.config.data_dir
         self.store = ObjectStore(data_dir / OBJECTS_DATABASE)
         self.outbox = Outbox(data_dir / cloud.queue.database, cloud.queue.max_bytes)
-        self.url = cloud.url + CHANNEL_PATH.format(node=context.node)
+        self.hubs = cloud.hubs
+        """The cloud's hubs (``url``, then ``urls``): a failed or lost link moves to the next."""
+        self._hub = 0
         self.instance = uuid.uuid4().hex
         self.objects: dict[str, _Held] = {}
         self.stats = HubStats()
@@ -202,6 +204,15 @@ class EdgeHub(EdgeModule):
         self._problems: dict[str, str] = {}
         """Resource -> why the edge refused the cloud's last version of it."""
         self._stopping = False
+
+    @property
+    def hub(self) -> str:
+        """The hub the link uses, or tries, now."""
+        return self.hubs[self._hub]
+
+    @property
+    def url(self) -> str:
+        return self.hub + CHANNEL_PATH.format(node=self.context.node)
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -293,14 +304,15 @@ class EdgeHub(EdgeModule):
             if reason != self._logged_reason:
                 self._logged_reason = reason
                 level = logging.ERROR if refused else logging.WARNING
-                log.log(level, "edgehub: %s: %s; retrying with back-off", self.cloud.url, reason)
+                log.log(level, "edgehub: %s: %s; retrying with back-off", self.hub, reason)
             else:
-                log.debug("edgehub: %s: %s; next attempt in %.1fs", self.cloud.url, reason, delay)
+                log.debug("edgehub: %s: %s; next attempt in %.1fs", self.hub, reason, delay)
+            self._hub = (self._hub + 1) % len(self.hubs)  # another replica of the cloud, if any
             await asyncio.sleep(delay)
 
     async def _connect_once(self) -> None:
         token = self._token()
-        tls = self._tls() if self.cloud.url.startswith("wss://") else None
+        tls = self._tls() if self.hub.startswith("wss://") else None
         keepalive = self.cloud.keepalive_ms / 1000
         self._set_state("connecting", self.reason)
         try:
@@ -342,7 +354,7 @@ class EdgeHub(EdgeModule):
             self._set_state("connected", "")
             self._logged_reason = ""
             log.info(
-                "edgehub: connected to %s; sync with %d object version(s)", self.cloud.url, len(versions)
+                "edgehub: connected to %s; sync with %d object version(s)", self.hub, len(versions)
             )
             self._wake.set()
             inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=_INBOX)
@@ -842,7 +854,7 @@ class EdgeHub(EdgeModule):
         stats = self.outbox.stats
         return CloudLinkStatus(
             state=self.state,
-            url=self.cloud.url,
+            url=self.hub,
             reason=self.reason,
             since=self.since,
             synced=self.synced,
