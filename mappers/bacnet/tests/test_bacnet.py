@@ -4,8 +4,10 @@ Every device and the mapper's own application bind unique free UDP ports on loop
 """
 
 import asyncio
+from pathlib import Path
 
 import pytest
+import yaml
 
 from kubeedge.testing import wait_for
 from kubeedge_mapper_bacnet.simulator import BacnetDevice, free_udp_port
@@ -272,3 +274,18 @@ async def test_a_refused_subscription_marks_its_property_and_the_others_go_on(ed
     assert "subscribing to analog-value,99" in handle.error("plant/ahu-1", "missing")
     ahu.set_value(*AI, 222.0)
     await handle.wait_reported("plant/ahu-1", "temperature", "222", timeout=3)
+
+
+async def test_the_readme_example_works_as_written(edge, devices, local) -> None:
+    """examples/ahu.yaml (the README's example), with the ports of this test."""
+    (ahu,) = await devices()
+    text = (Path(__file__).parents[1] / "examples" / "ahu.yaml").read_text()
+    text = text.replace("127.0.0.1:47809", ahu.address).replace("127.0.0.1:47808", f"127.0.0.1:{local}")
+    handle = await edge(mappers={"bacnet": SETTINGS})
+    handle.write_manifest("ahu.yaml", *yaml.safe_load_all(text))
+    await handle.wait_reported("default/ahu-1", "supply-temperature", "21.5")
+    await handle.wait_reported("default/ahu-1", "setpoint", "22.5")  # the manifest's desired value
+    assert ahu.priority_slot(*AV, 8) == 22.5
+    await handle.wait_reported("default/ahu-1", "setpoint-units", "degrees-celsius")
+    ahu.set_value(*AI, 230.0)
+    await handle.wait_reported("default/ahu-1", "supply-temperature", "23", timeout=3)

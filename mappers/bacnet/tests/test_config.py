@@ -109,3 +109,10 @@ def test_cov_is_for_what_notifications_carry_and_renews_before_it_lapses() -> No
 )
 def test_host_port(text: str, expected: tuple[str, int]) -> None:
     assert host_port(text) == expected
+
+
+def test_a_model_can_give_its_devices_a_port() -> None:
+    config = BacnetConfig.model_validate({"deviceInstance": 1, "address": "10.0.0.5", "port": 47900})
+    assert config.device_endpoint() == ("10.0.0.5", 47900)
+    with pytest.raises(ValidationError, match="port 47900 contradicts the port in address"):
+        BacnetConfig.model_validate({"deviceInstance": 1, "address": "10.0.0.5:47808", "port": 47900})

@@ -52,7 +52,10 @@ class BacnetConfig(_Config):
     device_instance: int = Field(ge=0, le=MAX_INSTANCE)
     """The device object's instance number (what Who-Is and I-Am carry)."""
     address: str
-    """The device's BACnet/IP address, ``ip[:port]`` (port 47808 by default)."""
+    """The device's BACnet/IP address, ``ip[:port]`` (port ``port``, else 47808, by default)."""
+    port: int | None = Field(default=None, ge=1, le=65535)
+    """The device's UDP port when ``address`` has none (a DeviceModel can set it for all its
+    devices in ``protocolConfigData``)."""
     local_address: str = f"0.0.0.0:{BACNET_PORT}"
     """Where the mapper's own BACnet application binds, ``ip[:port]``. Devices with the same
     local address share one application (one socket)."""
@@ -80,7 +83,7 @@ class BacnetConfig(_Config):
 
     @model_validator(mode="after")
     def _not_itself(self) -> BacnetConfig:
-        device, local = host_port(self.address), host_port(self.local_address)
+        device, local = self.device_endpoint(), host_port(self.local_address)
         if device[0].startswith("127.") and device[1] == local[1]:
             # bacpypes3 (0.0.110) answers a request to any 127.x address on its own port itself.
             raise ValueError(
@@ -89,8 +92,14 @@ class BacnetConfig(_Config):
             )
         return self
 
+    @model_validator(mode="after")
+    def _one_port(self) -> BacnetConfig:
+        if self.port is not None and ":" in self.address and host_port(self.address)[1] != self.port:
+            raise ValueError(f"port {self.port} contradicts the port in address {self.address!r}")
+        return self
+
     def device_endpoint(self) -> tuple[str, int]:
-        return host_port(self.address)
+        return host_port(self.address, self.port or BACNET_PORT)
 
     def local_endpoint(self) -> tuple[str, int]:
         return host_port(self.local_address)
