@@ -102,14 +102,14 @@ def test_the_model_s_visitor_defaults_are_checked_as_the_mapper_sees_them(tmp_pa
 
 
 def test_a_protocol_without_its_mapper_is_named_as_not_checked(tmp_path: Path) -> None:
-    bacnet_model = copy.deepcopy(MODBUS_MODEL)
-    bacnet_model["spec"]["protocol"] = "bacnet"
-    bacnet = copy.deepcopy(MODBUS_DEVICE)
-    bacnet["spec"]["protocol"] = {"protocolName": "bacnet", "configData": {"deviceInstance": 7}}
-    bacnet["spec"]["properties"][0]["visitors"] = {"protocolName": "bacnet", "configData": {"x": 1}}
-    result = runner.invoke(cli, ["validate", "-f", str(write(tmp_path, bacnet_model, bacnet))])
+    opcua_model = copy.deepcopy(MODBUS_MODEL)
+    opcua_model["spec"]["protocol"] = "opcua"
+    opcua = copy.deepcopy(MODBUS_DEVICE)
+    opcua["spec"]["protocol"] = {"protocolName": "opcua", "configData": {"url": "opc.tcp://plc:4840"}}
+    opcua["spec"]["properties"][0]["visitors"] = {"protocolName": "opcua", "configData": {"x": 1}}
+    result = runner.invoke(cli, ["validate", "-f", str(write(tmp_path, opcua_model, opcua))])
     assert result.exit_code == 0, result.output
-    assert "protocol 'bacnet': mapper not installed; its configData was not checked (1 device(s))" in (
+    assert "protocol 'opcua': mapper not installed; its configData was not checked (1 device(s))" in (
         result.output
     )
 
@@ -121,3 +121,24 @@ def test_the_examples_pass_every_installed_mapper() -> None:
     assert "protocol 'modbus'" not in result.output  # checked, so not listed as skipped
     documents, problems = read_documents([repo / "examples"])
     assert documents and not problems
+
+
+def test_the_bacnet_mapper_s_models_run_in_validate(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "mappers" / "bacnet" / "examples"
+    result = runner.invoke(cli, ["validate", "-f", str(examples)])
+    assert result.exit_code == 0, result.output
+    assert "protocol 'bacnet'" not in result.output  # checked, so not listed as skipped
+
+    model_doc, device_doc = yaml.safe_load_all((examples / "ahu.yaml").read_text())
+    device_doc["spec"]["protocol"]["configData"]["deviceInstance"] = 4194303
+    model_doc["spec"]["properties"][1]["visitors"]["configData"]["priority"] = 17
+    model_doc["spec"]["properties"][4]["visitors"]["configData"]["cov"] = True  # units: not pushed
+    path = write(tmp_path, model_doc, device_doc)
+    result = runner.invoke(cli, ["validate", "-f", str(path), "-o", "json"])
+    assert result.exit_code == 1, result.output
+    problems = {p["path"]: p["message"] for p in json.loads(result.output)}
+    assert "less than or equal to 4194302" in problems["spec.protocol.configData.deviceInstance"]
+    assert "less than or equal to 16" in problems["spec.properties[1].visitors.configData.priority"]
+    assert (
+        "carry presentValue and statusFlags, not units" in problems["spec.properties[4].visitors.configData"]
+    )
