@@ -23,7 +23,7 @@ import trustme
 import yaml
 from kube_cluster import Cluster, kube_cluster  # noqa: F401  (the session fixture)
 from pydantic import ValidationError
-from test_cloud_edge import Process, eventually
+from test_cloud_edge import Process, Proxy, eventually
 
 from kubeedge.bus import free_port
 from kubeedge.config import EdgeConfig
@@ -179,6 +179,52 @@ async def test_one_replica_leads_and_a_clean_stop_hands_the_lease_over_at_once(
     finally:
         await first.stop()
         await second.stop()
+
+
+async def test_a_leader_cut_off_from_the_api_server_stops_leading_before_another_may_take_over(
+    api: Any,
+    kube_cluster: Cluster,  # noqa: F811
+) -> None:
+    from kubernetes.aio import client, config
+
+    namespace = kube_cluster.new_namespace("cut")
+    # replica-a reaches the API server through a loopback proxy that the test cuts
+    proxy = Proxy(int((kube_cluster.folder / "apiserver.port").read_text()))
+    await proxy.start()
+    configuration = client.Configuration()
+    await config.load_kube_config(
+        config_file=str(kube_cluster.kubeconfig), client_configuration=configuration, persist_config=False
+    )
+    configuration.host = f"https://127.0.0.1:{proxy.port}"
+    cut_api = client.ApiClient(configuration)
+    settings = ReplicaSettings(leaseDurationSeconds=4, renewDeadlineSeconds=2, retryPeriodSeconds=0.2)
+    stopped_leading = asyncio.Event()
+
+    async def chores() -> None:
+        try:
+            await asyncio.Event().wait()
+        finally:
+            stopped_leading.set()
+
+    first = LeaderElector(cut_api, settings, "replica-a", namespace, chores)
+    second = LeaderElector(api, settings, "replica-b", namespace, _idle)
+    try:
+        first.start()
+        await asyncio.wait_for(first.leading.wait(), 10)
+        second.start()
+        proxy.cut()
+        # replica-a's renewals fail: past renewDeadlineSeconds it stops leading (its chores are
+        # cancelled) ...
+        await asyncio.wait_for(stopped_leading.wait(), 10)
+        assert not first.leading.is_set() and not second.leading.is_set()
+        # ... and only then, once the Lease has gone unrenewed for its duration, replica-b leads
+        await asyncio.wait_for(second.leading.wait(), 15)
+        assert (await _lease(api, namespace, "kubeedge-cloud")).holder_identity == "replica-b"
+    finally:
+        await first.stop()
+        await second.stop()
+        await cut_api.close()
+        await proxy.stop()
 
 
 async def test_a_late_disconnect_on_the_old_replica_leaves_the_edge_ready_on_the_new_one(

@@ -353,9 +353,7 @@ class EdgeHub(EdgeModule):
             await ws.send(sync.to_json().decode())
             self._set_state("connected", "")
             self._logged_reason = ""
-            log.info(
-                "edgehub: connected to %s; sync with %d object version(s)", self.hub, len(versions)
-            )
+            log.info("edgehub: connected to %s; sync with %d object version(s)", self.hub, len(versions))
             self._wake.set()
             inbox: asyncio.Queue[Message] = asyncio.Queue(maxsize=_INBOX)
             handler = asyncio.create_task(self._handle(ws, inbox), name="edgehub-handle")
