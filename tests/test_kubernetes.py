@@ -378,7 +378,7 @@ class KubeSite:
     async def start_cloud(self) -> None:
         await self.cloud.start(r"cloud running")
 
-    async def start_edge(self, node: str) -> Process:
+    async def start_edge(self, node: str, **cloud: Any) -> Process:
         folder = self.root / node
         folder.mkdir(exist_ok=True)
         process = await spawn("token", "create", node, "-c", str(self.cloud_yaml))
@@ -401,6 +401,7 @@ class KubeSite:
                         "batchDelayMs": 20,
                         "reconnectMinMs": 100,
                         "reconnectMaxMs": 500,
+                        **cloud,
                     },
                 }
             )
@@ -717,7 +718,8 @@ async def test_an_answer_to_a_desired_value_is_not_held_behind_telemetry(
             ),
         )
         await site.start_cloud()
-        await site.start_edge("edge-1")
+        # a report's ack is waited for longer than the test lasts (not sent again after 10 s)
+        await site.start_edge("edge-1", ackTimeoutMs=600_000)
 
         async def state(name: str) -> str | None:
             return ((await site.get(name)).get("status") or {}).get("state")
@@ -758,7 +760,8 @@ async def test_an_answer_to_a_desired_value_is_not_held_behind_telemetry(
         edge_values = {name: await _edge_temperature(site, name) for name in held}
 
         async def caught_up() -> bool:
-            return all(float(await temperature(n) or 0) >= edge_values[n] for n in held)
+            values = {n: float(await temperature(n) or 0) for n in held}
+            return all(values[n] >= edge_values[n] for n in held)
 
         await eventually(caught_up, what=f"temperatures at {edge_values} or later after the restart")
         assert await answered(), "the answer is not overwritten by an older value"
