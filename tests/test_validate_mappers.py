@@ -123,6 +123,58 @@ def test_the_examples_pass_every_installed_mapper() -> None:
     assert documents and not problems
 
 
+MQTT_MODEL = {
+    "apiVersion": "devices.kubeedge.io/v1beta1",
+    "kind": "DeviceModel",
+    "metadata": {"name": "lamp", "namespace": "home"},
+    "spec": {
+        "protocol": "mqtt",
+        "properties": [{"name": "state", "type": "BOOLEAN", "accessMode": "ReadWrite"}],
+    },
+}
+MQTT_DEVICE = {
+    "apiVersion": "devices.kubeedge.io/v1beta1",
+    "kind": "Device",
+    "metadata": {"name": "lamp-1", "namespace": "home"},
+    "spec": {
+        "deviceModelRef": {"name": "lamp"},
+        "protocol": {
+            "protocolName": "mqtt",
+            "configData": {"broker": "mqtt://127.0.0.1:1883", "preset": "zigbee2mqtt", "deviceTopic": "lamp"},
+        },
+        "properties": [{"name": "state", "visitors": {"protocolName": "mqtt", "configData": {}}}],
+    },
+}
+
+
+def test_the_mqtt_mapper_s_models_run_in_validate(tmp_path: Path) -> None:
+    result = runner.invoke(cli, ["validate", "-f", str(write(tmp_path, MQTT_MODEL, MQTT_DEVICE))])
+    assert result.exit_code == 0, result.output
+    assert "not checked" not in result.output
+
+    inline = copy.deepcopy(MQTT_DEVICE)
+    inline["spec"]["protocol"]["configData"].update(username="u", password="hunter2")
+    result = runner.invoke(cli, ["validate", "-f", str(write(tmp_path, MQTT_MODEL, inline))])
+    assert result.exit_code == 1
+    assert "Device home/lamp-1: spec.protocol.configData: " in result.output
+    assert "passwordFile" in result.output and "hunter2" not in result.output
+
+    typo = copy.deepcopy(MQTT_DEVICE)
+    typo["spec"]["properties"][0]["visitors"]["configData"] = {"commandPayload": '{"state": {vaule}}'}
+    result = runner.invoke(cli, ["validate", "-f", str(write(tmp_path, MQTT_MODEL, typo)), "-o", "json"])
+    assert result.exit_code == 1, result.output
+    (problem,) = json.loads(result.output)
+    assert problem["path"] == "spec.properties[0].visitors.configData.commandPayload"
+    assert "unknown placeholder {vaule}" in problem["message"]
+
+
+def test_the_mqtt_mapper_s_examples_pass_validate() -> None:
+    examples = Path(__file__).resolve().parents[1] / "mappers" / "mqtt" / "examples"
+    result = runner.invoke(cli, ["validate", "-f", str(examples)])
+    assert result.exit_code == 0, result.output
+    assert "protocol 'mqtt'" not in result.output
+
+
 def test_the_bacnet_mapper_s_models_run_in_validate(tmp_path: Path) -> None:
     examples = Path(__file__).resolve().parents[1] / "mappers" / "bacnet" / "examples"
     result = runner.invoke(cli, ["validate", "-f", str(examples)])

@@ -8,6 +8,7 @@ import asyncio
 import json
 import logging
 import subprocess
+from pathlib import Path
 
 import pytest
 
@@ -365,3 +366,48 @@ async def test_credentials_from_a_file_or_the_environment_and_never_logged(
         assert "nope" not in caplog.text
     finally:
         broker.close()
+
+
+async def test_the_repository_s_kubeedge_style_greenhouse_example_works_as_written(
+    edge, mosquitto_url
+) -> None:
+    """examples/mqtt/greenhouse-sensor.yaml uses KubeEdge's visitor keys (topic, jsonPath,
+    writeTopic); only the broker's port is changed."""
+    import yaml
+
+    from kubeedge_mapper_mqtt.simulator import SimClient
+
+    repo = Path(__file__).parents[3]
+    documents = list(yaml.safe_load_all((repo / "examples/mqtt/greenhouse-sensor.yaml").read_text()))
+    documents[1]["spec"]["protocol"]["configData"]["broker"] = mosquitto_url
+    state = {
+        "climate": {"temperature": 24.5},
+        "soil": {"moisture": 40},
+        "vent": {"open": False},
+        "display": "",
+    }
+    controller = SimClient(mosquitto_url, "greenhouse-north")
+
+    def on_set(topic: str, payload: bytes) -> None:
+        if topic.endswith("/vent"):
+            state["vent"]["open"] = payload == b"true"
+        else:
+            state["display"] = payload.decode()
+        controller.publish("greenhouse/greenhouse-north/state", json.dumps(state))
+
+    controller.handle("greenhouse/greenhouse-north/set/+", on_set)
+    await controller.connect()
+    try:
+        handle = await edge(mappers={"mqtt": SETTINGS})
+        handle.write_manifest("greenhouse.yaml", *documents)
+        key = "farm/greenhouse-north"
+        await handle.wait_state(key, "online")
+        controller.publish("greenhouse/greenhouse-north/state", json.dumps(state))
+        await handle.wait_reported(key, "temperature", "24.5")
+        await handle.wait_reported(key, "soil-moisture", "40")
+        # the desired values of the manifest are written and read back
+        await handle.wait_reported(key, "vent-open", "true")
+        await handle.wait_reported(key, "note", 'Irrigation paused: {"until": "18:00"}')
+        assert state["vent"]["open"] is True
+    finally:
+        await controller.close()

@@ -33,6 +33,12 @@ PAYLOAD_FIELDS = (*TOPIC_FIELDS, "value", "json")
 _PLACEHOLDER = re.compile(r"\{([a-zA-Z_]+)\}")
 DEFAULT_MAX_PAYLOAD = 64 * 1024
 Preset = Literal["zigbee2mqtt", "tasmota"]
+INLINE_CREDENTIAL_REFUSED = (
+    "password: a password is never written in configData (manifests are stored and shown); put "
+    "it in a file (passwordFile) or an environment variable (passwordEnv) of spec.protocol.configData"
+)
+CONNECTION_KEYS = ("clientId", "username", "password", "keepAlive", "cleanSession")
+"""KubeEdge's mqtt-mapper has these in each visitor; here they are the device's (one connection)."""
 
 
 class _Config(BaseModel):
@@ -122,12 +128,16 @@ class MqttConfig(_Config):
 
     @model_validator(mode="before")
     @classmethod
-    def _no_inline_password(cls, data: Any) -> Any:
-        if isinstance(data, dict) and "password" in data:
-            raise ValueError(
-                "password: a password is never written in configData (manifests are stored and "
-                "shown); put it in a file (passwordFile) or an environment variable (passwordEnv)"
-            )
+    def _kubeedge_keys(cls, data: Any) -> Any:
+        if not isinstance(data, dict):
+            return data
+        if "password" in data:
+            raise ValueError(INLINE_CREDENTIAL_REFUSED)
+        if "ip" in data and "broker" not in data:
+            # KubeEdge's mqtt-mapper: {ip, port}
+            data = dict(data)
+            ip, port = data.pop("ip"), data.pop("port", 1883)
+            data["broker"] = f"mqtt://{ip}:{port}"
         return data
 
     @field_validator("broker")
@@ -209,6 +219,31 @@ class MqttVisitor(_Config):
     """Numbers: reported = payload value × scale; written = value ÷ scale."""
     read_back_timeout: int = Field(default=2000, ge=1, le=600_000)
     """Milliseconds to wait, after a command, for the device to publish the property's state."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _kubeedge_keys(cls, data: Any) -> Any:
+        """KubeEdge's names (``topic``, ``writeTopic``, ``jsonPath`` ``$.a.b``) are accepted."""
+        if not isinstance(data, dict):
+            return data
+        moved = [k for k in CONNECTION_KEYS if k in data]
+        if moved:
+            raise ValueError(
+                f"{', '.join(moved)}: connection settings belong to the device "
+                "(spec.protocol.configData: one connection per broker)"
+                + ("; and " + INLINE_CREDENTIAL_REFUSED if "password" in moved else "")
+            )
+        data = dict(data)
+        for old, new in (("topic", "stateTopic"), ("writeTopic", "commandTopic")):
+            if old in data and new not in data:
+                data[new] = data.pop(old)
+        json_path = data.get("jsonPath")
+        if "path" not in data and isinstance(json_path, str):
+            if json_path == "$" or not json_path.startswith("$."):
+                raise ValueError(f"jsonPath {json_path!r}: only $.key.key... is understood; or use path")
+            data["path"] = re.sub(r"\[(\d+)\]", r".\1", json_path[2:])  # $.a[0].b -> a.0.b
+            del data["jsonPath"]
+        return data
 
     @field_validator("state_topic")
     @classmethod
