@@ -59,3 +59,15 @@ def test_cloud_fanin_benchmark_runs() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "cloud K=100 " in result.stdout
     assert "headline: 100 nodes connected in" in result.stdout
+
+
+def test_bacnet_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "bacnet.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "equal freshness (every value at most 1 s old):" in result.stdout
+    assert "headline: at 1 s freshness with each value changing every 10 s, COV " in result.stdout

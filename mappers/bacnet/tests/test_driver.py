@@ -133,3 +133,30 @@ async def test_a_local_address_this_host_does_not_have_is_refused(connect) -> No
         DeviceUnreachable, match=r"cannot bind the local BACnet application to 192\.0\.2\.77:47900"
     ):
         await asyncio.wait_for(driver.connect(), 5)
+
+
+async def test_a_stopped_subscription_is_cancelled_on_the_device(ahu, connect) -> None:
+    driver = await connect(
+        {"deviceInstance": 1001, "address": ahu.address, "localAddress": f"127.0.0.1:{free_udp_port()}"}
+    )
+    temperature = Property(
+        "t",
+        "float",
+        BacnetVisitor.model_validate({"objectType": "analogInput", "objectInstance": 1, "cov": True}),
+    )
+    received: list[tuple[str, object]] = []
+    first = asyncio.Event()
+
+    def emit(name: str, value: object) -> None:
+        received.append((name, value))
+        first.set()
+
+    task = asyncio.create_task(driver.subscribe([temperature], emit))
+    await asyncio.wait_for(first.wait(), 5)
+    assert received[0] == ("t", 215.0)
+    assert ahu.subscriptions() == 1
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    # the device stops notifying at once, rather than until the lifetime (300 s) ends
+    assert ahu.subscriptions() == 0

@@ -375,6 +375,7 @@ class _Subscription:
                 self._own_renewals(context)
             await asyncio.sleep(self.renewal)
         listener = asyncio.create_task(self._listen(context))
+        registered = True
         try:
             while True:
                 await asyncio.sleep(self.renewal)
@@ -386,13 +387,22 @@ class _Subscription:
                     self._failed(exc)
                 finally:
                     self._own_renewals(context)
+        except asyncio.CancelledError:
+            # Stopped (the Device removed, the mapper stopping): cancel the subscription, so the
+            # device stops notifying (it would until the lifetime ends). Best effort: it may be gone.
+            registered = False
+            with contextlib.suppress(DeviceError, DeviceUnreachable):
+                await driver._call(
+                    context.__aexit__(None, None, None), f"cancelling the subscription to {self.describe}"
+                )
+            raise
         finally:
             listener.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await listener
-            # abandoned, not cancelled: the device may be gone; the subscription lapses by itself
-            with contextlib.suppress(Exception, ErrorRejectAbortNack):
-                await context.__aexit__(asyncio.CancelledError, asyncio.CancelledError(), None)
+            if registered:  # ended by an error: abandoned; the subscription lapses by itself
+                with contextlib.suppress(Exception, ErrorRejectAbortNack):
+                    await context.__aexit__(asyncio.CancelledError, asyncio.CancelledError(), None)
 
     def _failed(self, exc: DeviceError) -> None:
         for prop in self.props:

@@ -207,6 +207,13 @@ class BacnetDevice:
                 if hasattr(obj, "_cov_detection"):
                     obj._cov_detection = None
 
+    def subscriptions(self) -> int:
+        """COV subscriptions the device holds now (bacpypes3 0.0.110 keeps them per object in
+        ``_cov_detections``; its device object's activeCovSubscriptions is not wired up)."""
+        if self.app is None:
+            return 0
+        return sum(len(d.cov_subscriptions) for d in self.app._cov_detections.values())
+
     def get(self, object_type: str, instance: int) -> Any:
         return self.objects[(object_type, instance)]
 
