@@ -745,8 +745,12 @@ async def _main() -> None:
     args = parser.parse_args()
     bridge = await Zigbee2MqttBridge(args.broker, report_every=5).start()
     plug = await TasmotaPlug(args.broker, args.plug_topic, tele_period=10).start()
+    thermostat = CustomDevice(args.broker, "dev-7a")
+    thermostat.report_every = 5
+    await thermostat.start()
     print(
-        f"on {args.broker}: Zigbee2MQTT bridge with {', '.join(bridge.devices)}; Tasmota plug {plug.topic}",
+        f"on {args.broker}: Zigbee2MQTT bridge with {', '.join(bridge.devices)}; Tasmota plug "
+        f"{plug.topic}; custom-firmware thermostat {thermostat.id}",
         flush=True,
     )
     await asyncio.Event().wait()
