@@ -382,7 +382,7 @@ class KubernetesSource(_Source):
     def describe(self) -> dict[str, Any]:
         where = ", ".join(self.config.namespaces) or "all namespaces"
         server = getattr(getattr(self.api_client, "configuration", None), "host", "?")
-        return {"source": f"kubernetes {server} ({where})"}
+        return {"source": f"kubernetes {server} ({where}), replica {self.replica}"}
 
     def node_connected(self, node: str, address: str) -> None:
         self._serving.add(node)
