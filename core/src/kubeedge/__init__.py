@@ -8,6 +8,7 @@ from typing import TYPE_CHECKING
 
 from kubeedge.api.device import Device, DeviceModel, apply_model_defaults
 from kubeedge.batching import Block, Span, plan_blocks
+from kubeedge.discovery import Discoverer, FoundDevice, FoundModel, FoundProperty, manifest_name
 from kubeedge.driver import (
     AnyConfig,
     DeviceError,
@@ -37,10 +38,14 @@ __all__ = [
     "DeviceError",
     "DeviceModel",
     "DeviceUnreachable",
+    "Discoverer",
     "Driver",
     "EdgeContext",
     "EdgeModule",
     "Emit",
+    "FoundDevice",
+    "FoundModel",
+    "FoundProperty",
     "KubeEdgeError",
     "ManifestError",
     "NoSettings",
@@ -53,6 +58,7 @@ __all__ = [
     "__version__",
     "apply_model_defaults",
     "hookimpl",
+    "manifest_name",
     "plan_blocks",
 ]
 

@@ -25,6 +25,7 @@ import pluggy
 if TYPE_CHECKING:
     import click
 
+    from kubeedge.discovery import Discoverer
     from kubeedge.driver import Driver
 
 PROJECT = "kubeedge"
@@ -44,6 +45,23 @@ def kubeedge_register_drivers() -> list[type[Driver[Any, Any]]]:
     all it takes. Results from all plugins are collected; a protocol registered twice is an error.
 
     :return: a list of :class:`kubeedge.Driver` subclasses.
+    """
+
+
+@hookspec
+def kubeedge_register_discoverers() -> list[type[Discoverer[Any]]]:
+    """Return the discoverer classes this mapper provides: how it finds devices on its network.
+
+    Called by ``kubeedge mapper discover PROTOCOL`` on the plugin of the ``kubeedge.mappers``
+    group named PROTOCOL (imported for the command, enabled in the configuration or not), and
+    on nothing else: a mapper without discovery need not implement it. Each class names its
+    protocol in ``Discoverer.protocol`` (the mapper's own) and its command-line options
+    (``-O key=value``) in ``Discoverer.options_model``. The command instantiates the class with
+    no arguments, awaits ``discover(options, seconds)``, and writes what it returns (a list of
+    :class:`kubeedge.FoundDevice`) as DeviceModel and Device manifests, after checking them with
+    the mapper's own configData models.
+
+    :return: a list of :class:`kubeedge.Discoverer` subclasses (usually one).
     """
 
 

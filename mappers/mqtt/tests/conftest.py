@@ -11,3 +11,9 @@ async def mapper_simulator(mosquitto_url):
     await simulator.start()
     yield simulator
     await simulator.stop()
+
+
+@pytest.fixture(params=["embedded", "mosquitto"])
+def device_broker(request: pytest.FixtureRequest) -> str:
+    """The broker the devices are on: each test runs on both."""
+    return str(request.getfixturevalue("embedded_url" if request.param == "embedded" else "mosquitto_url"))

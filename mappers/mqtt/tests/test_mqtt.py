@@ -10,19 +10,11 @@ import logging
 import subprocess
 from pathlib import Path
 
-import pytest
-
 from kubeedge.testing import Mosquitto, wait_for
 from kubeedge_mapper_mqtt.broker import LINKS
 from kubeedge_mapper_mqtt.simulator import CustomDevice, TasmotaPlug, Zigbee2MqttBridge
 
 SETTINGS = {"readTimeout": 3, "maxBackoff": 0.5, "stateInterval": 0.2}
-
-
-@pytest.fixture(params=["embedded", "mosquitto"])
-def device_broker(request: pytest.FixtureRequest) -> str:
-    """The broker the devices are on."""
-    return str(request.getfixturevalue("embedded_url" if request.param == "embedded" else "mosquitto_url"))
 
 
 def manifests(name: str, config: dict, properties: list[dict], cycle: int | None = None) -> list[dict]:

@@ -131,6 +131,7 @@ def main() -> None:
 
 
 from kubeedge.cli import demo as _demo  # noqa: E402
+from kubeedge.cli import discover as _discover  # noqa: E402
 from kubeedge.cli import edge as _edge  # noqa: E402
 from kubeedge.cli import manifests as _manifests  # noqa: E402
 from kubeedge.cli import plugins as _plugins  # noqa: E402
@@ -143,3 +144,4 @@ cli.add_command(_edge.device)
 cli.add_command(_edge.twin)
 cli.add_command(_demo.demo)
 _plugins.mapper.add_command(_edge.mapper_run)
+_plugins.mapper.add_command(_discover.discover)

@@ -11,3 +11,10 @@ def kubeedge_register_drivers() -> list[type[Any]]:
     from kubeedge_mapper_mqtt.driver import MqttDriver
 
     return [MqttDriver]
+
+
+@hookimpl
+def kubeedge_register_discoverers() -> list[type[Any]]:
+    from kubeedge_mapper_mqtt.discovery import MqttDiscoverer
+
+    return [MqttDiscoverer]

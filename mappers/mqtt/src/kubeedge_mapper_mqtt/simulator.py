@@ -29,6 +29,7 @@ import json
 import socket
 import threading
 import time
+import zlib
 from collections.abc import Callable
 from typing import Any, ClassVar
 from urllib.parse import urlsplit
@@ -178,7 +179,15 @@ def lamp(name: str = "living-room-lamp") -> ZigbeeDevice:
                     },
                 ],
             },
-            {"type": "numeric", "name": "linkquality", "property": "linkquality", "access": 1, "unit": "lqi"},
+            {
+                "type": "numeric",
+                "name": "linkquality",
+                "property": "linkquality",
+                "access": 1,
+                "unit": "lqi",
+                "value_min": 0,
+                "value_max": 255,
+            },
         ],
     )
 
@@ -200,7 +209,15 @@ def sensor(name: str = "hall-sensor") -> ZigbeeDevice:
                 "value_on": True,
                 "value_off": False,
             },
-            {"type": "numeric", "name": "battery", "property": "battery", "access": 1, "unit": "%"},
+            {
+                "type": "numeric",
+                "name": "battery",
+                "property": "battery",
+                "access": 1,
+                "unit": "%",
+                "value_min": 0,
+                "value_max": 100,
+            },
         ],
     )
 
@@ -415,8 +432,48 @@ class TasmotaPlug:
     def _client(self) -> SimClient:
         client = SimClient(self.broker, f"DVES_{self.topic}", (f"tele/{self.topic}/LWT", b"Offline"))
         client.handle(f"cmnd/{self.topic}/+", self._on_command)
-        client.on_connected = lambda: client.publish(f"tele/{self.topic}/LWT", "Online", retain=True)
+        client.on_connected = lambda: self._announce(client)
         return client
+
+    def _announce(self, client: SimClient) -> None:
+        client.publish(f"tele/{self.topic}/LWT", "Online", retain=True)
+        for topic, config in self.homeassistant_configs():  # SetOption19 1
+            client.publish(topic, json.dumps(config), retain=True)
+
+    def homeassistant_configs(self) -> list[tuple[str, dict[str, Any]]]:
+        """Home Assistant discovery as Tasmota publishes it (abbreviated keys, ``~`` = its topic)."""
+        mac = "A4CF12" + format(zlib.crc32(self.topic.encode()) % 0xFFFFFF, "06X")
+        device = {"ids": [mac], "name": self.topic, "mdl": "Sonoff S31", "mf": "Tasmota"}
+        common = {
+            "~": self.topic,
+            "avty_t": "tele/~/LWT",
+            "pl_avail": "Online",
+            "pl_not_avail": "Offline",
+            "dev": device,
+        }
+        relay = {
+            **common,
+            "name": "power",
+            "uniq_id": f"{mac}_RL_1",
+            "stat_t": "tele/~/STATE",
+            "val_tpl": "{{value_json.POWER}}",
+            "cmd_t": "cmnd/~/POWER",
+            "pl_on": "ON",
+            "pl_off": "OFF",
+        }
+        watts = {
+            **common,
+            "name": "watts",
+            "uniq_id": f"{mac}_ENERGY_Power",
+            "stat_t": "tele/~/SENSOR",
+            "val_tpl": "{{value_json['ENERGY']['Power']}}",
+            "unit_of_meas": "W",
+            "dev_cla": "power",
+        }
+        return [
+            (f"homeassistant/switch/{mac}_RL_1/config", relay),
+            (f"homeassistant/sensor/{mac}_ENERGY_Power/config", watts),
+        ]
 
     async def start(self) -> TasmotaPlug:
         await self.mqtt.connect()
