@@ -13,6 +13,8 @@ import asyncio
 import http
 import itertools
 import logging
+import os
+import platform
 import re
 import ssl
 from collections.abc import AsyncIterator, Callable
@@ -26,7 +28,14 @@ import yaml
 from websockets.asyncio.server import Server, ServerConnection, serve
 from websockets.http11 import Request, Response
 
-from kubeedge.api.channel import MAX_MESSAGE_BYTES, Message, ReportContent, Route, parse_message
+from kubeedge.api.channel import (
+    MAX_MESSAGE_BYTES,
+    Message,
+    NodeInfoContent,
+    ReportContent,
+    Route,
+    parse_message,
+)
 from kubeedge.bus import free_port
 from kubeedge.config import EdgeConfig, load_config
 from kubeedge.edge.core import EdgeCore
@@ -60,6 +69,10 @@ class ScriptedHub:
         self.priority = False
         """Say in hub/synced that this hub takes priority reports (a cloud from before them does not)."""
         self.ack_priority = True
+        self.node_info = False
+        """Say in hub/synced that this hub takes hub/node (a cloud from before it does not)."""
+        self.nodes: list[Message] = []
+        """hub/node messages received."""
         self.refuse: tuple[int, str] | None = None
         self.connection: ServerConnection | None = None
         self.server: Server | None = None
@@ -139,7 +152,11 @@ class ScriptedHub:
                     await self.send(
                         Message(
                             route=Route(source="cloudhub", group="hub", operation="synced"),
-                            content={"sent": sent, **({"priority": True} if self.priority else {})},
+                            content={
+                                "sent": sent,
+                                **({"priority": True} if self.priority else {}),
+                                **({"node_info": True} if self.node_info else {}),
+                            },
                         )
                     )
                 elif route.operation == "report":
@@ -149,6 +166,8 @@ class ScriptedHub:
                         ack = Message(route=Route(source="cloudhub", group="hub", operation="ack"))
                         ack.header.parent_msg_id = message.id
                         await self.send(ack)
+                elif route.operation == "node":
+                    self.nodes.append(message)
                 elif route.operation == "ack":
                     self.acks.add(message.header.parent_msg_id)
                 elif route.operation == "error":
@@ -544,3 +563,41 @@ async def test_a_cloud_that_does_not_say_priority_gets_one_report_at_a_time_as_b
     # such a cloud refuses a field it does not know (extra="forbid" there): none is sent
     assert all(set(r) == {"devices"} for r in hub.reports)
     assert edgehub(edge).stats.priority_reports_sent == 0
+
+
+async def test_the_edge_tells_its_facts_only_to_a_cloud_that_takes_them(hub, cloud_edge, tmp_path) -> None:
+    """hub/node goes after each hub/synced of a cloud that said node_info, never to one that did
+    not (a cloud from before it refuses the operation: its route shape does not know it)."""
+    seed(hub)  # hub.node_info stays False: a cloud from before hub/node
+    edge = await cloud_edge(hub.url)
+    await edge.wait_reported("default/sensor-1", "label", "hello")
+    await wait_for(lambda: hub.twin("default/sensor-1", "label"), what="label reported to the hub")
+    assert hub.nodes == [] and edgehub(edge).stats.node_info_sent == 0
+    assert all(m.route.operation != "node" for m in hub.sent)
+    await edge.stop()
+
+    hub.node_info = True  # the same edge (its stored objects) against a cloud that takes them
+    edge = await cloud_edge(hub.url)
+    await wait_for(lambda: len(hub.nodes) == 1, what="hub/node after hub/synced")
+    info = NodeInfoContent.model_validate(hub.nodes[0].content)  # the shape the cloud reads
+    assert info.architecture == {"x86_64": "amd64", "aarch64": "arm64", "armv7l": "arm"}[platform.machine()]
+    assert info.operating_system == "linux"
+    assert info.kernel_version == platform.release()
+    machine_id, boot_id = _machine_ids()
+    assert (info.machine_id, info.boot_id) == (machine_id, boot_id)
+    assert (
+        info.capacity is not None and info.capacity.pods == "0" and info.capacity.cpu == str(os.cpu_count())
+    )
+    assert info.mappers == ["virtual"]
+    assert len(hub.syncs) == 2
+    # a reconnection is a new sync: the facts go again after its hub/synced
+    assert hub.connection is not None
+    await hub.connection.close()
+    await wait_for(lambda: len(hub.nodes) == 2, what="hub/node again after the resync")
+    assert len(hub.syncs) == 3
+
+
+def _machine_ids() -> tuple[str, str]:
+    """This machine's ids as systemd and the kernel say them."""
+    machine = Path("/etc/machine-id").read_text().strip()
+    return machine, Path("/proc/sys/kernel/random/boot_id").read_text().strip()

@@ -15,7 +15,7 @@ version is opaque: the two sides only ever compare versions for equality (Kubern
 from __future__ import annotations
 
 import uuid
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -32,7 +32,7 @@ CHANNEL_PATH = "/v1/nodes/{node}/events"
 
 # groups
 HUB = "hub"
-"""The conversation itself: sync, synced, ack, error, keepalive."""
+"""The conversation itself: sync, synced, ack, error, keepalive, node."""
 RESOURCE = "resource"
 """Objects the cloud sends down: insert, update, delete (acked)."""
 TWIN = "twin"
@@ -51,8 +51,13 @@ ACK = "ack"
 ERROR = "error"
 """either way: ``parent_msg_id`` names the refused message; content is ``ErrorContent``."""
 KEEPALIVE = "keepalive"
+NODE = "node"
+"""edge -> cloud, after each ``hub/synced`` that said ``node_info``: the edge's own facts
+(``NodeInfoContent``); not answered unless refused (``hub/error``)."""
 
-Operation = Literal["sync", "synced", "insert", "update", "delete", "report", "ack", "error", "keepalive"]
+Operation = Literal[
+    "sync", "synced", "insert", "update", "delete", "report", "ack", "error", "keepalive", "node"
+]
 
 
 class _Model(BaseModel):
@@ -134,6 +139,52 @@ class SyncedContent(_Model):
     of them in flight besides its one ordinary report. A cloud that does not say so gets one
     report at a time (an edge ignores keys of ``hub/synced`` it does not know, so saying it is
     safe towards older edges)."""
+    node_info: bool = False
+    """The cloud takes ``hub/node`` (``NodeInfoContent``): the edge then sends its facts after
+    each ``hub/synced``. A cloud that does not say so never gets one (its strict route shape
+    would refuse the operation)."""
+
+
+LABEL_VALUE = r"^(([A-Za-z0-9][-A-Za-z0-9_.]*)?[A-Za-z0-9])?$"
+"""A Kubernetes label value (architecture and operating system become the Node's
+``kubernetes.io/arch`` and ``kubernetes.io/os`` labels)."""
+MAPPER_NAME = r"^[a-z0-9]([-a-z0-9_.]*[a-z0-9])?$"
+"""A mapper's protocol name as ``hub/node`` carries it."""
+QUANTITY = r"^[0-9]{1,18}(\.[0-9]{1,9})?(m|k|Ki|Mi|Gi|Ti|Pi|Ei|M|G|T|P|E)?$"
+"""A Kubernetes resource quantity, in the plain forms an edge uses (``2``, ``500m``, ``16318440Ki``)."""
+
+
+class NodeResources(_Model):
+    """What a Node offers (``status.capacity`` / ``status.allocatable``), as quantities."""
+
+    cpu: str | None = Field(default=None, max_length=32, pattern=QUANTITY)
+    memory: str | None = Field(default=None, max_length=32, pattern=QUANTITY)
+    pods: str | None = Field(default=None, max_length=32, pattern=QUANTITY)
+    """``0`` from these edges: they run no pods, so the scheduler must never place one there."""
+
+
+class NodeInfoContent(_Model):
+    """edge -> cloud (``hub/node``): the edge's own facts, as a kubelet puts them in its Node's
+    ``status.nodeInfo``, ``capacity`` and ``allocatable``. Every field is optional (an edge
+    that cannot tell leaves it out); lengths are bounded."""
+
+    architecture: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Go's GOARCH naming: ``amd64``, ``arm64``, ``arm``."""
+    operating_system: str | None = Field(default=None, max_length=63, pattern=LABEL_VALUE)
+    """Go's GOOS naming: ``linux``."""
+    kernel_version: str | None = Field(default=None, max_length=256)
+    os_image: str | None = Field(default=None, max_length=256)
+    """``PRETTY_NAME`` of the edge's os-release."""
+    machine_id: str | None = Field(default=None, max_length=128)
+    boot_id: str | None = Field(default=None, max_length=128)
+    version: str | None = Field(default=None, max_length=128)
+    """``kubeedge-py/VERSION``: the Node's ``kubeletVersion``."""
+    capacity: NodeResources | None = None
+    allocatable: NodeResources | None = None
+    mappers: list[Annotated[str, Field(max_length=63, pattern=MAPPER_NAME)]] | None = Field(
+        default=None, max_length=64
+    )
+    """The protocols this edge's in-process mappers speak (``modbus``, ``virtual``)."""
 
 
 class TwinStatus(_Model):

@@ -55,6 +55,7 @@ from kubeedge.api.channel import (
     ErrorContent,
     Header,
     Message,
+    NodeInfoContent,
     Route,
     SyncContent,
     answers_desired,
@@ -66,6 +67,7 @@ from kubeedge.api.twin import now_ms
 from kubeedge.backoff import backoff_delay
 from kubeedge.config import CloudConfig
 from kubeedge.driver import NoSettings
+from kubeedge.edge.nodeinfo import gather_node_info
 from kubeedge.edge.objectstore import ObjectStore, StoredObject
 from kubeedge.edge.outbox import Entry, Lane, Outbox
 from kubeedge.errors import ConfigError, WireError
@@ -149,6 +151,8 @@ class HubStats:
     reports_sent: int = 0
     priority_reports_sent: int = 0
     """Of ``reports_sent``, those of the priority lane (answers to desired values, changes of state)."""
+    node_info_sent: int = 0
+    """``hub/node`` messages sent (one after each ``hub/synced`` of a cloud that takes them)."""
 
 
 class EdgeHub(EdgeModule):
@@ -191,6 +195,8 @@ class EdgeHub(EdgeModule):
         """Lane -> the report in flight on it (message id, when sent): one per lane."""
         self._cloud_priority = False
         """The cloud's ``hub/synced`` said it takes priority reports (a second lane)."""
+        self.node_info: NodeInfoContent | None = None
+        """This machine's facts (``hub/node``), gathered at start."""
         self._views: dict[tuple[str, str], tuple[str | None, str | None]] = {}
         """(device, property) -> (observed desired, reported) as last queued; (device, "") ->
         (state, None): what tells an answer to a desired value or a change of state."""
@@ -219,6 +225,7 @@ class EdgeHub(EdgeModule):
     async def start(self) -> None:
         await self._call(self.store.open)
         await self._call(self.outbox.open)
+        self.node_info = await self._call(gather_node_info, self.context.config.enabled_mappers())
         stored = await self._call(self.store.load)
         self.ever_synced = await self._call(self.store.ever_synced)
         for item in stored:
@@ -441,7 +448,7 @@ class EdgeHub(EdgeModule):
     async def _on_hub(self, ws: ClientConnection, message: Message) -> None:
         route = message.route
         if route.group == channel.HUB and route.operation == channel.SYNCED:
-            await self._on_synced(message)
+            await self._on_synced(ws, message)
         elif route.group == channel.HUB and route.operation == channel.ACK:
             await self._on_ack(message.header.parent_msg_id)
         elif route.group == channel.HUB and route.operation == channel.ERROR:
@@ -511,7 +518,7 @@ class EdgeHub(EdgeModule):
             await self._ack(ws, message_id)
         changes.clear()
 
-    async def _on_synced(self, message: Message) -> None:
+    async def _on_synced(self, ws: ClientConnection, message: Message) -> None:
         if not self.ever_synced:
             await self._call(self.store.apply, [], [], True)
             self.ever_synced = True
@@ -528,6 +535,14 @@ class EdgeHub(EdgeModule):
         )
         self._set_state("connected", "")
         self._wake.set()  # reports may go now
+        if content.get("node_info") is True and self.node_info is not None:
+            # only to a cloud that said it takes them: an older one refuses the operation (400)
+            node = Message(
+                route=Route(source=SOURCE, group=channel.HUB, operation=channel.NODE),
+                content=self.node_info.model_dump(mode="json", exclude_none=True),
+            )
+            await self._send(ws, node)
+            self.stats.node_info_sent += 1
 
     def _report_problems(self) -> None:
         """Objects the cloud sent that the edge refused, for ``kubeedge device list``: a device
