@@ -4,6 +4,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from kube_cluster import Cluster, kube_cluster  # noqa: F401  (the session fixture)
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -34,6 +36,17 @@ def test_modbus_benchmark_runs() -> None:
     )
     assert result.returncode == 0, result.stderr[-3000:]
     assert "headline: batching reads" in result.stdout
+
+
+def test_mqtt_device_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "mqtt_device.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "values/s into the twin" in result.stdout.splitlines()[-1]
 
 
 def test_soak_runs() -> None:
@@ -71,3 +84,24 @@ def test_bacnet_benchmark_runs() -> None:
     assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
     assert "equal freshness (every value at most 1 s old):" in result.stdout
     assert "headline: at 1 s freshness with each value changing every 10 s, COV " in result.stdout
+
+
+def test_k8s_status_benchmark_runs(kube_cluster: Cluster) -> None:  # noqa: F811
+    """On the session's API server (the fixture's ``hack/test-cluster.sh up``), not one of its own."""
+    result = subprocess.run(
+        [
+            sys.executable,
+            str(REPO / "hack" / "bench" / "k8s_status.py"),
+            "--quick",
+            "--cluster",
+            str(kube_cluster.folder),
+        ],
+        env=kube_cluster.env,
+        capture_output=True,
+        text=True,
+        timeout=420,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "coalesced    40 devices online" in result.stdout, result.stdout
+    assert "; desired round trip p50 " in result.stdout
+    assert "headline: 40x4 values/s -> " in result.stdout
