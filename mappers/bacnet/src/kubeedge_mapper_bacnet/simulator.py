@@ -158,8 +158,6 @@ class BacnetDevice:
         self.hidden: set[tuple[str, int]] = set()
         self.received = 0
         self.sent = 0
-        self.answer_delay = 0.0
-        """Seconds every datagram waits before it is sent (an embedded controller's answer time)."""
         self.app: Application | None = None
 
     @property
@@ -191,8 +189,6 @@ class BacnetDevice:
 
         async def indication(pdu: Any) -> None:
             self.sent += 1
-            if self.answer_delay:
-                await asyncio.sleep(self.answer_delay)
             await send(pdu)
 
         async def confirmation(pdu: Any) -> None:
