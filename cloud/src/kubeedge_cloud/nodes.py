@@ -6,6 +6,13 @@ cloudcore does the same for its edges): when an edge connects, its Node is creat
 while it stays connected its Lease is renewed every ``renewSeconds``; when its link drops, the
 Node is marked NotReady at once (reason ``EdgeDisconnected``) and the renewals stop.
 
+The edge's own facts (``hub/node``: architecture, OS, kernel, OS image, machine and boot ids,
+its version, CPUs, memory, no pods; its mappers) go into the Node's ``status.nodeInfo``,
+``capacity`` and ``allocatable``, labels ``kubernetes.io/arch`` and ``kubernetes.io/os`` and
+annotation ``kubeedge.io/mappers``: in the Ready patch, and in a patch of their own when they
+arrive or change. Like the replica's annotation, the labels go through ``nodes/status`` (a Node's
+status subresource keeps metadata changes), so the cloud needs no right to patch Nodes.
+
 A Node a user deletes stays deleted while its edge is connected (heartbeats do not recreate it);
 it comes back when the edge connects again, as a kubelet's node does when the kubelet restarts.
 
@@ -30,6 +37,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kubeedge.api.channel import NodeInfoContent
 from kubeedge_cloud import __version__
 from kubeedge_cloud.leader import api_error, client_time
 
@@ -41,6 +49,10 @@ MERGE_PATCH = "application/merge-patch+json"
 JSON_PATCH = "application/json-patch+json"
 REPLICA_ANNOTATION = "kubeedge.io/cloud-replica"
 """On each edge's Node: the ``replica.id`` of the cloud replica its edge is connected to."""
+MAPPERS_ANNOTATION = "kubeedge.io/mappers"
+"""On each edge's Node: the protocols of its mappers, comma-separated (from ``hub/node``)."""
+ARCH_LABEL = "kubernetes.io/arch"
+OS_LABEL = "kubernetes.io/os"
 
 
 class NodeSettings(BaseModel):
@@ -89,11 +101,56 @@ def _ready_condition(ready: bool, reason: str, message: str) -> dict[str, str]:
     }
 
 
+def _node_info(info: NodeInfoContent | None) -> dict[str, str]:
+    """``status.nodeInfo`` from the edge's facts (what it did not tell is left out)."""
+    if info is None:
+        return {}
+    fields = {
+        "architecture": info.architecture,
+        "operatingSystem": info.operating_system,
+        "kernelVersion": info.kernel_version,
+        "osImage": info.os_image,
+        "machineID": info.machine_id,
+        "bootID": info.boot_id,
+        "kubeletVersion": info.version,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
+
+
+def _labels(info: NodeInfoContent | None) -> dict[str, str]:
+    """The well-known labels a kubelet sets from the facts (``kubectl get nodes -L kubernetes.io/arch``)."""
+    if info is None:
+        return {}
+    labels = {ARCH_LABEL: info.architecture, OS_LABEL: info.operating_system}
+    return {name: value for name, value in labels.items() if value}
+
+
+def _info_patch(info: NodeInfoContent) -> dict[str, Any]:
+    """A merge patch of ``nodes/status`` carrying the edge's facts (labels and annotation too)."""
+    metadata: dict[str, Any] = {}
+    if labels := _labels(info):
+        metadata["labels"] = labels
+    if info.mappers is not None:
+        metadata["annotations"] = {MAPPERS_ANNOTATION: ",".join(info.mappers)}
+    status: dict[str, Any] = {"nodeInfo": _node_info(info)}
+    for name in ("capacity", "allocatable"):
+        resources = getattr(info, name)
+        if resources is not None:
+            status[name] = resources.model_dump(exclude_none=True)
+    return {"metadata": metadata, "status": status} if metadata else {"status": status}
+
+
 @dataclass
 class _Edge:
     address: str
     since: datetime = field(default_factory=_now)
     task: asyncio.Task[None] | None = None
+    info: NodeInfoContent | None = None
+    """The edge's facts as it last told them (``hub/node``)."""
+    patched: NodeInfoContent | None = None
+    """The facts the Node was last patched with (by this connection)."""
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    """Held while a status patch carrying the facts is made and sent: the last one sent is the newest."""
 
 
 class NodeKeeper:
@@ -121,6 +178,15 @@ class NodeKeeper:
             previous.task.cancel()
         edge = self.edges[node] = _Edge(address)
         edge.task = asyncio.create_task(self._keep(node, edge), name=f"node-{node}")
+
+    def info(self, node: str, info: NodeInfoContent) -> None:
+        """``node``'s edge told its facts: onto its Node at once (or with the Ready patch, if
+        that is still to come)."""
+        edge = self.edges.get(node)
+        if edge is None or edge.info == info:
+            return
+        edge.info = info
+        self._spawn(self._set_info(node, edge), f"node-{node}-info")
 
     def disconnected(self, node: str) -> None:
         """``node``'s edge is gone: renewals stop, the Node is marked NotReady."""
@@ -164,7 +230,9 @@ class NodeKeeper:
                 await self._renew(node)
                 if failed:
                     # renewals failed for a while: the leader may have marked the Node NotReady
-                    await self._set_ready(node, edge.address)
+                    await self._set_ready(node, edge)
+                elif edge.info != edge.patched:  # its own patch failed: again with the renewals
+                    await self._set_info(node, edge)
                 failed = False
             except asyncio.CancelledError:
                 raise
@@ -176,8 +244,8 @@ class NodeKeeper:
     async def _register(self, node: str, edge: _Edge) -> None:
         while True:
             try:
-                await self._ensure_node(node, edge.address)
-                await self._set_ready(node, edge.address)
+                await self._ensure_node(node, edge)
+                await self._set_ready(node, edge)
                 break
             except asyncio.CancelledError:
                 raise
@@ -187,7 +255,7 @@ class NodeKeeper:
                 )
                 await asyncio.sleep(5)
 
-    async def _ensure_node(self, node: str, address: str) -> None:
+    async def _ensure_node(self, node: str, edge: _Edge) -> None:
         try:
             await self.core.read_node(node)
             return
@@ -199,7 +267,7 @@ class NodeKeeper:
             "kind": "Node",
             "metadata": {
                 "name": node,
-                "labels": {EDGE_ROLE: "", "kubernetes.io/hostname": node},
+                "labels": {EDGE_ROLE: "", "kubernetes.io/hostname": node, **_labels(edge.info)},
                 "annotations": {REPLICA_ANNOTATION: self.replica},
             },
         }
@@ -210,27 +278,53 @@ class NodeKeeper:
             if _status(exc) != 409:  # made meanwhile (another replica, an earlier connection)
                 raise
 
-    async def _set_ready(self, node: str, address: str) -> None:
+    async def _set_ready(self, node: str, edge: _Edge) -> None:
         """Ready, this replica named on the Node (the status subresource of a Node keeps
-        metadata changes, so ``patch nodes/status`` is the only right this needs)."""
-        body = {
-            "metadata": {"annotations": {REPLICA_ANNOTATION: self.replica}},
-            "status": {
-                "conditions": [_ready_condition(True, "EdgeConnected", f"edge connected from {address}")],
-                "addresses": [
-                    {"type": "InternalIP", "address": address},
-                    {"type": "Hostname", "address": node},
-                ],
-                "nodeInfo": {"kubeletVersion": f"kubeedge-py/{__version__}"},
-            },
-        }
-        try:
-            await self.core.patch_node_status(node, body, _content_type=MERGE_PATCH)
-        except Exception as exc:
-            if _status(exc) == 404:
-                log.info("node %s: its Node was deleted; it is made again when the edge connects again", node)
+        metadata changes, so ``patch nodes/status`` is the only right this needs), with the
+        edge's facts if it told them already."""
+        async with edge.lock:
+            info = edge.info
+            body: dict[str, Any] = _info_patch(info) if info is not None else {"status": {}}
+            metadata = body.setdefault("metadata", {})
+            metadata.setdefault("annotations", {})[REPLICA_ANNOTATION] = self.replica
+            address = edge.address
+            body["status"].update(
+                {
+                    "conditions": [_ready_condition(True, "EdgeConnected", f"edge connected from {address}")],
+                    "addresses": [
+                        {"type": "InternalIP", "address": address},
+                        {"type": "Hostname", "address": node},
+                    ],
+                    "nodeInfo": {"kubeletVersion": f"kubeedge-py/{__version__}", **_node_info(info)},
+                }
+            )
+            try:
+                await self.core.patch_node_status(node, body, _content_type=MERGE_PATCH)
+            except Exception as exc:
+                if _status(exc) == 404:
+                    log.info(
+                        "node %s: its Node was deleted; it is made again when the edge connects again", node
+                    )
+                    return
+                raise
+            edge.patched = info
+
+    async def _set_info(self, node: str, edge: _Edge) -> None:
+        """The edge's facts onto its Node, unless a patch carried them already."""
+        async with edge.lock:
+            info = edge.info
+            if info is None or info == edge.patched:
                 return
-            raise
+            try:
+                await self.core.patch_node_status(node, _info_patch(info), _content_type=MERGE_PATCH)
+            except Exception as exc:
+                if _status(exc) != 404:
+                    log.warning("node %s: could not write its node info: %s", node, api_error(exc))
+                    return  # tried again after the next Lease renewal
+                # 404: not made yet (its Ready patch, still to come, carries them) or deleted by
+                # a user (made again, with them, when the edge connects again)
+            edge.patched = info
+            log.debug("node %s: node info written", node)
 
     async def _set_not_ready(self, node: str) -> None:
         """NotReady, only if the Node still names this replica: the API server tests the

@@ -26,7 +26,7 @@ from websockets.asyncio.server import ServerConnection
 from websockets.exceptions import ConnectionClosed
 
 from kubeedge.api import channel
-from kubeedge.api.channel import ErrorContent, Header, Message, Route, SyncContent
+from kubeedge.api.channel import ErrorContent, Header, Message, NodeInfoContent, Route, SyncContent
 from kubeedge.api.twin import now_ms
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import WireError
@@ -85,6 +85,8 @@ class Session:
         self.resends = 0
         self.received = 0
         self.throttled = 0
+        self.node_info: NodeInfoContent | None = None
+        """The edge's own facts, from its last ``hub/node``."""
         self._closing: asyncio.Future[None] | None = None
 
     # ------------------------------------------------------------------ running
@@ -180,6 +182,8 @@ class Session:
                 pass
             elif what == "twin/report":
                 await self._on_report(message)
+            elif what == "hub/node":
+                self._on_node_info(message)
             else:
                 raise WireError(f"{what} is not a message an edge sends")
         except WireError as exc:
@@ -228,6 +232,18 @@ class Session:
             self._on_ack(message.header.parent_msg_id, f"{content.code} {content.reason}")
         else:
             log.warning("node %s says: %d %s", self.node, content.code, content.reason[:500])
+
+    def _on_node_info(self, message: Message) -> None:
+        if not self.synced:
+            raise WireError("hub/node before hub/sync: the first message must be hub/sync", 409)
+        try:
+            info = NodeInfoContent.model_validate(message.content)
+        except ValidationError as exc:
+            raise WireError(f"hub/node: {_first_error(exc)}") from None
+        self.node_info = info
+        source = self.controller.source
+        if source is not None:
+            source.node_info(self.node, info)
 
     async def _on_report(self, message: Message) -> None:
         if not self.synced:
@@ -291,8 +307,9 @@ class Session:
         if self._sync_answer_due:
             self._sync_answer_due = False
             # priority: this hub takes priority reports (a second report in flight, written ahead
-            # of telemetry); an edge that does not know the key ignores it
-            self._answer(None, channel.SYNCED, {"sent": sent, "priority": True})
+            # of telemetry); node_info: it takes hub/node. An edge that does not know a key
+            # ignores it.
+            self._answer(None, channel.SYNCED, {"sent": sent, "priority": True, "node_info": True})
             self.activity.synced(self.node, sent, len(self.held))
         return sent
 

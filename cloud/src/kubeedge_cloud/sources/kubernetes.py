@@ -36,7 +36,7 @@ from typing import Any, Literal
 import orjson
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
-from kubeedge.api.channel import answers_desired
+from kubeedge.api.channel import NodeInfoContent, answers_desired
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge.backoff import backoff_delay
 from kubeedge.errors import ConfigError
@@ -393,6 +393,10 @@ class KubernetesSource(_Source):
         self._serving.discard(node)
         if self.nodes is not None:
             self.nodes.disconnected(node)
+
+    def node_info(self, node: str, info: NodeInfoContent) -> None:
+        if self.nodes is not None:
+            self.nodes.info(node, info)
 
     # ------------------------------------------------------------------ list and watch
 

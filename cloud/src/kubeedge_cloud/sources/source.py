@@ -19,7 +19,7 @@ from collections.abc import AsyncIterator, Collection, Mapping
 from dataclasses import dataclass, field
 from typing import Any, ClassVar, Literal
 
-from kubeedge.api.channel import TwinStatus, object_resource
+from kubeedge.api.channel import NodeInfoContent, TwinStatus, object_resource
 from kubeedge.api.device import Device, DeviceModel
 from kubeedge_cloud.module import CloudModule
 
@@ -150,3 +150,7 @@ class Source(CloudModule):
 
     def node_disconnected(self, node: str) -> None:
         """``node``'s edge is no longer connected to this cloud; by default nothing."""
+
+    def node_info(self, node: str, info: NodeInfoContent) -> None:
+        """``node``'s edge (connected to this cloud) told its own facts (``hub/node``, validated:
+        architecture, OS, kernel, capacity...), after each of its syncs; by default nothing."""
