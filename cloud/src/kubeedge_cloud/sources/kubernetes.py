@@ -591,15 +591,18 @@ class KubernetesSource(_Source):
         self._wake.set()
         await asyncio.gather(*waiting)
 
-    def _next_ready(self, now: float) -> tuple[_StatusEntry | None, float | None]:
-        """The device to patch next: one with an observed-desired value first, else the one that
-        has waited longest; or, when none may go yet, when the first one may."""
+    def _next_ready(self, now: float, telemetry: bool = True) -> tuple[_StatusEntry | None, float | None]:
+        """The device to patch next: one whose change answers a user or changes its state first,
+        else (``telemetry``: a slot is free for it) the one that has waited longest; or, when none
+        may go yet, when the first one may."""
         for key in list(self._urgent):
             entry = self.status.get(key)
             if entry is None or not entry.dirty or not entry.urgent:
                 self._urgent.discard(key)
             elif not entry.in_flight:
                 return entry, None
+        if not telemetry:
+            return None, None  # a slot's release wakes the writer
         soonest: float | None = None
         for key in list(self._dirty):
             entry = self.status.get(key)
@@ -617,13 +620,14 @@ class KubernetesSource(_Source):
         interval = self.config.status_interval_ms / 1000
         slots = asyncio.Semaphore(self.config.parallel_writes)
         while True:
-            # a token and a slot first, then the best device at that moment: a device that
-            # becomes urgent while the writer waits for the rate limit still goes first
+            # A token first, then the best device at that moment: a device that becomes urgent
+            # while the writer waits for the rate limit still goes first. Telemetry takes one of
+            # parallelWrites slots; an urgent device needs none (one patch per device is in
+            # flight at most), so an answer never waits for slow telemetry patches to end.
             await self._limiter.acquire()
-            await slots.acquire()
             while True:
                 self._wake.clear()
-                entry, soonest = self._next_ready(time.monotonic())
+                entry, soonest = self._next_ready(time.monotonic(), telemetry=not slots.locked())
                 if entry is not None:
                     break
                 timeout = None if soonest is None else max(0.0, soonest - time.monotonic())
@@ -632,13 +636,17 @@ class KubernetesSource(_Source):
             key = f"{entry.namespace}/{entry.name}"
             self._dirty.pop(key, None)
             self._urgent.discard(key)
+            slot = None
+            if not entry.urgent:
+                await slots.acquire()  # free: _next_ready offered telemetry only then
+                slot = slots
             entry.in_flight = True
             entry.urgent = False
-            task = asyncio.create_task(self._patch(entry, interval, slots))
+            task = asyncio.create_task(self._patch(entry, interval, slot))
             self._in_flight.add(task)
             task.add_done_callback(self._in_flight.discard)
 
-    async def _patch(self, entry: _StatusEntry, interval: float, slots: asyncio.Semaphore) -> None:
+    async def _patch(self, entry: _StatusEntry, interval: float, slot: asyncio.Semaphore | None) -> None:
         from kubernetes.aio.client.exceptions import ApiException
 
         body = entry.body()
@@ -684,7 +692,9 @@ class KubernetesSource(_Source):
             self._retry(entry, waiters, exc)
         finally:
             entry.in_flight = False
-            slots.release()
+            if slot is not None:
+                slot.release()
+                self._wake.set()  # telemetry waiting for a slot may go
             if done:
                 for waiter in waiters:
                     if not waiter.done():

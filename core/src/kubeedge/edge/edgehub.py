@@ -561,9 +561,11 @@ class EdgeHub(EdgeModule):
         self.context.registry.report_problems(per_device, general)
 
     def _registry_soon(self) -> None:
-        """Objects often come in bursts (a sync): the registry is told once per burst."""
+        """Objects often come in bursts (a sync): the registry is told once per burst. Once in
+        sync, a change is mostly one object (a user's desired value, waited for): a short wait."""
         if self._registry_timer is None:
-            self._registry_timer = asyncio.get_running_loop().call_later(0.05, self._update_registry)
+            delay = 0.005 if self.synced else 0.05
+            self._registry_timer = asyncio.get_running_loop().call_later(delay, self._update_registry)
 
     def _update_registry(self) -> None:
         if self._registry_timer is not None:
