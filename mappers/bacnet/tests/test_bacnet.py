@@ -85,8 +85,9 @@ def bacnet(simulated: BacnetDevice, local: int, **extra) -> dict:
         "deviceInstance": simulated.instance,
         "address": simulated.address,
         "localAddress": f"127.0.0.1:{local}",
-        "apduTimeout": 300,
-        "apduRetries": 0,
+        # patient enough for a loaded machine; a silent device is offline within readTimeout
+        "apduTimeout": 800,
+        "apduRetries": 1,
         **extra,
     }
 
@@ -179,7 +180,7 @@ async def test_a_device_error_names_class_and_code_and_other_devices_go_on(edge,
         "ahu.yaml",
         model(POINTS),
         device("ahu-1", POINTS, bacnet(ahu, local)),
-        device("gone", POINTS, bacnet(gone, local)),
+        device("gone", POINTS, bacnet(gone, local, apduTimeout=300, apduRetries=0)),
     )
     await handle.wait_reported("plant/ahu-1", "mode", "2")
     ahu.hide(*AI, True)

@@ -1,74 +1,141 @@
-"""Discovery against real bacpypes3 devices on loopback: Who-Is, object lists, names, units, and
-manifests that pass `kubeedge validate` and serve the devices unchanged."""
+"""`kubeedge mapper discover bacnet` against real bacpypes3 devices on loopback (each in its own
+process): Who-Is, object lists, names, units, and manifests that pass `kubeedge validate` and
+serve the devices unchanged."""
 
+import asyncio
+import sys
 from pathlib import Path
 
+import pytest
 import yaml
 from click.testing import CliRunner
 
 from kubeedge.cli import cli
-from kubeedge_mapper_bacnet.discovery import discover, manifests
-from kubeedge_mapper_bacnet.simulator import BacnetDevice, free_udp_port
+from kubeedge_mapper_bacnet.discovery import BacnetDiscoveryOptions
+from kubeedge_mapper_bacnet.simulator import free_udp_port
+
+KUBEEDGE = str(Path(sys.executable).with_name("kubeedge"))
 
 
-async def test_discovered_devices_become_manifests_that_validate_and_serve(edge, tmp_path: Path) -> None:
-    ahu = await BacnetDevice(1001, name="AHU 1 Controller").start()
-    other = await BacnetDevice(1002).start()
-    try:
-        local = f"127.0.0.1:{free_udp_port()}"
-        found = await discover(
-            [ahu.address, other.address, "127.0.0.1:9"], local_address=free_local(), timeout=1
+@pytest.fixture
+async def simulated():
+    """``await simulated(instance)``: a device in a process of its own; its ``ip:port``."""
+    processes: list[asyncio.subprocess.Process] = []
+
+    async def start(instance: int) -> str:
+        port = free_udp_port()
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "kubeedge_mapper_bacnet.simulator",
+            "--port",
+            str(port),
+            "--instance",
+            str(instance),
+            stdout=asyncio.subprocess.PIPE,
         )
-        assert [(d.instance, d.address) for d in found] == [(1001, ahu.address), (1002, other.address)]
-        objects = {(o.object_type, o.instance): o for o in found[0].objects}
-        assert objects["analog-value", 1].name == "setpoint"
-        assert objects["analog-value", 1].units == "degrees-celsius"
-        assert objects["binary-output", 1].units is None  # binary objects have no units
+        processes.append(process)
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 20)
+        assert b"simulated BACnet device" in line, line
+        return f"127.0.0.1:{port}"
 
-        # only the devices in the range answer
-        assert [
-            d.instance
-            for d in await discover([ahu.address, other.address], 1002, 1002, free_local(), timeout=1)
-        ] == [1002]
-
-        written = manifests(found, namespace="building-7", local_address=local)
-        assert [name for name, _ in written] == ["ahu-1-controller.yaml", "device-1002.yaml"]
-        for name, documents in written:
-            (tmp_path / name).write_text(yaml.safe_dump_all(documents, sort_keys=False))
-        result = CliRunner().invoke(cli, ["validate", "-f", str(tmp_path)])
-        assert result.exit_code == 0, result.output
-        assert "not checked" not in result.output
-
-        model, _ = written[0][1]
-        props = {p["name"]: p for p in model["spec"]["properties"]}
-        assert props["setpoint"] == {
-            "name": "setpoint",
-            "type": "FLOAT",
-            "accessMode": "ReadWrite",
-            "unit": "degrees-celsius",
-            "description": "setpoint (analog-value,1)",
-        }
-        assert props["room-temperature"]["accessMode"] == "ReadOnly"
-        assert {p["name"]: p["type"] for p in model["spec"]["properties"]} == {
-            "setpoint": "FLOAT",
-            "room-temperature": "FLOAT",
-            "fan": "BOOLEAN",
-            "mode": "INT",
-            "energy": "DOUBLE",
-            "label": "STRING",
-            "tag": "BYTES",
-        }
-
-        # applied unchanged, they serve the device
-        handle = await edge(mappers={"bacnet": {"readTimeout": 2}})
-        handle.write_manifest("ahu.yaml", *written[0][1])
-        await handle.wait_reported("building-7/ahu-1-controller", "setpoint", "21.5")
-        await handle.wait_reported("building-7/ahu-1-controller", "room-temperature", "215")  # by COV
-        await handle.wait_reported("building-7/ahu-1-controller", "label", "pump A")
-    finally:
-        await ahu.stop()
-        await other.stop()
+    yield start
+    for process in processes:
+        process.terminate()
+        await process.wait()
 
 
-def free_local() -> str:
-    return f"127.0.0.1:{free_udp_port()}"
+async def discover(*arguments: str) -> tuple[int, str, str]:
+    process = await asyncio.create_subprocess_exec(
+        KUBEEDGE,
+        "mapper",
+        "discover",
+        "bacnet",
+        *arguments,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    out, err = await asyncio.wait_for(process.communicate(), 60)
+    assert process.returncode is not None
+    return process.returncode, out.decode(), err.decode()
+
+
+async def test_discovered_devices_become_manifests_that_validate_and_serve(
+    edge, simulated, tmp_path: Path
+) -> None:
+    first, second = await simulated(1001), await simulated(1002)
+    local = f"127.0.0.1:{free_udp_port()}"
+    silent = f"127.0.0.1:{free_udp_port()}"
+    out = tmp_path / "manifests"
+    code, _, stderr = await discover(
+        "-O", f"address={first},{second},{silent}", "-O", f"localAddress={local}",
+        "-n", "building-7", "-o", str(out), "--seconds", "1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    assert "2 device(s) of 1 kind(s)" in stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "device-1001.yaml",
+        "device-1002.yaml",
+        "kubeedge-simulated-ahu.model.yaml",
+    ]
+    result = CliRunner().invoke(cli, ["validate", "-f", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "not checked" not in result.output
+
+    model = yaml.safe_load((out / "kubeedge-simulated-ahu.model.yaml").read_text())
+    props = {p["name"]: p for p in model["spec"]["properties"]}
+    assert {name: p["type"] for name, p in props.items()} == {
+        "setpoint": "FLOAT",
+        "room-temperature": "FLOAT",
+        "fan": "BOOLEAN",
+        "mode": "INT",
+        "energy": "DOUBLE",
+        "label": "STRING",
+        "tag": "BYTES",
+    }
+    assert props["setpoint"]["accessMode"] == "ReadWrite"
+    assert props["setpoint"]["unit"] == "degrees-celsius"
+    assert props["setpoint"]["description"] == "setpoint (analog-value,1)"
+    assert props["room-temperature"]["accessMode"] == "ReadOnly"
+    assert props["room-temperature"]["visitors"]["configData"] == {
+        "objectType": "analog-input",
+        "objectInstance": 1,
+        "cov": True,
+    }
+    assert "unit" not in props["fan"]  # binary objects have no units
+    device = yaml.safe_load((out / "device-1001.yaml").read_text())
+    assert device["spec"]["protocol"]["configData"] == {
+        "deviceInstance": 1001,
+        "address": first,
+        "localAddress": local,
+    }
+
+    # applied unchanged, they serve the devices
+    handle = await edge(mappers={"bacnet": {"readTimeout": 2}})
+    for path in out.iterdir():
+        handle.write_manifest(path.name, *yaml.safe_load_all(path.read_text()))
+    await handle.wait_reported("building-7/device-1001", "setpoint", "21.5")
+    await handle.wait_reported("building-7/device-1001", "room-temperature", "215")  # by COV
+    await handle.wait_reported("building-7/device-1002", "label", "pump A")
+
+
+async def test_only_the_instances_in_range_are_written(simulated) -> None:
+    first, second = await simulated(1001), await simulated(1002)
+    local = f"127.0.0.1:{free_udp_port()}"
+    code, stdout, stderr = await discover(
+        "-O", f"address={first},{second}", "-O", f"localAddress={local}", "-O", "range=1002",
+        "--seconds", "1",
+    )  # fmt: skip
+    assert code == 0, stderr
+    documents = list(yaml.safe_load_all(stdout))
+    assert [d["metadata"]["name"] for d in documents if d["kind"] == "Device"] == ["device-1002"]
+
+
+def test_bad_options_name_the_key() -> None:
+    result = CliRunner().invoke(cli, ["mapper", "discover", "bacnet", "-O", "range=9-1"])
+    assert result.exit_code == 1
+    assert "-O range" in result.output and "low first" in result.output
+    result = CliRunner().invoke(cli, ["mapper", "discover", "bacnet", "-O", "adress=10.0.0.5"])
+    assert result.exit_code == 1 and "-O adress" in result.output
+    assert BacnetDiscoveryOptions.model_validate({"range": "5-10"}).limits() == (5, 10)

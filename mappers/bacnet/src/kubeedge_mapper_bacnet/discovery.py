@@ -1,31 +1,41 @@
-"""Discovery: find BACnet devices (Who-Is), read their objects (object list, names, units) and
-write Device and DeviceModel manifests a user can edit and apply.
+"""Discovery for ``kubeedge mapper discover bacnet``: find BACnet devices (Who-Is), read their
+objects (object list, names, units) and describe them as :class:`kubeedge.FoundDevice`, which the
+command writes as Device and DeviceModel manifests a user can edit and apply.
 
 Who-Is is broadcast when no address is given (on a BACnet/IP subnet, or through a BBMD the
 mapper registers with as a foreign device), or sent to each given address (a device behind a
 router that forwards unicast only, or on loopback, where a broadcast reaches nobody). Each device
 that answers with I-Am is asked for its name and object list, then for each object's name (and
 units, where it has them), with ReadPropertyMultiple. Objects of a kind a DeviceModel type can
-hold become properties: inputs read-only (pushed by COV), outputs and values writable.
+hold become properties: inputs read-only (pushed by COV), outputs and values writable. Devices
+with the same model name and the same objects share one DeviceModel.
+
+    kubeedge mapper discover bacnet -O range=1000-1999 -o manifests/
+    kubeedge mapper discover bacnet -O address=10.0.0.5,10.0.0.6:47809 -O localAddress=10.0.0.2
+    kubeedge mapper discover bacnet -O bbmdAddress=10.1.0.1 --seconds 5
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
-import re
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 from bacpypes3.apdu import ErrorRejectAbortNack
 from bacpypes3.app import Application
 from bacpypes3.basetypes import ErrorType
 from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import ObjectIdentifier
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic.alias_generators import to_camel
 
+from kubeedge import Discoverer, FoundDevice, FoundModel, FoundProperty, KubeEdgeError, manifest_name
 from kubeedge_mapper_bacnet.config import BACNET_PORT, MAX_INSTANCE, host_port
 
+log = logging.getLogger(__name__)
 KINDS: dict[str, tuple[str, bool]] = {
     "analog-input": ("FLOAT", False),
     "analog-output": ("FLOAT", True),
@@ -52,7 +62,7 @@ enough for devices that cannot segment."""
 
 
 @dataclass
-class FoundObject:
+class BacnetObject:
     object_type: str
     instance: int
     name: str | None = None
@@ -60,13 +70,16 @@ class FoundObject:
 
 
 @dataclass
-class FoundDevice:
+class BacnetDevice:
+    """A device that answered Who-Is, and what it said about itself."""
+
     instance: int
     address: str
     """``ip:port`` the device answered from."""
     vendor_id: int | None = None
     name: str | None = None
-    objects: list[FoundObject] = field(default_factory=list)
+    model_name: str | None = None
+    objects: list[BacnetObject] = field(default_factory=list)
     problem: str | None = None
     """Why its objects could not be read (it answered Who-Is, then not a read)."""
 
@@ -79,7 +92,7 @@ async def discover(
     bbmd_address: str | None = None,
     bbmd_ttl: int = 60,
     timeout: float = 3.0,
-) -> list[FoundDevice]:
+) -> list[BacnetDevice]:
     """Devices with an instance in ``low``-``high`` that answer Who-Is, with their objects."""
     host, port = host_port(local_address)
     app = Application.from_args(
@@ -105,13 +118,13 @@ async def discover(
             answers = [i_am for group in found for i_am in group]
         else:
             answers = list(await app.who_is(low, high, None, timeout))
-        devices: dict[int, FoundDevice] = {}
+        devices: dict[int, BacnetDevice] = {}
         for i_am in answers:
             instance = int(i_am.iAmDeviceIdentifier[1])
             source = i_am.pduSource
             devices.setdefault(
                 instance,
-                FoundDevice(instance, f"{source.addrTuple[0]}:{source.addrTuple[1]}", int(i_am.vendorID)),
+                BacnetDevice(instance, f"{source.addrTuple[0]}:{source.addrTuple[1]}", int(i_am.vendorID)),
             )
         found_devices = sorted(devices.values(), key=lambda d: d.instance)
         await asyncio.gather(*(_read_objects(app, d, timeout) for d in found_devices))
@@ -125,7 +138,7 @@ def _with_port(address: str) -> str:
     return f"{host}:{port}"
 
 
-async def _read_objects(app: Application, device: FoundDevice, timeout: float) -> None:
+async def _read_objects(app: Application, device: BacnetDevice, timeout: float) -> None:
     address = Address(device.address)
     device_id = ObjectIdentifier(("device", device.instance))
     try:
@@ -136,7 +149,13 @@ async def _read_objects(app: Application, device: FoundDevice, timeout: float) -
     except (ErrorRejectAbortNack, TimeoutError) as exc:
         device.problem = f"its objects could not be read: {exc or 'timeout'}"
         return
-    objects = [FoundObject(str(oid[0]), int(oid[1])) for oid in object_list if str(oid[0]) in KINDS]
+    try:  # the vendor's model name: devices of one model share a DeviceModel
+        model_name = await asyncio.wait_for(app.read_property(address, device_id, "model-name"), timeout)
+        text = str(model_name).strip() if isinstance(model_name, str) else ""
+        device.model_name = text if text.upper() not in ("", "N/A", "UNKNOWN") else None
+    except (ErrorRejectAbortNack, TimeoutError):
+        pass
+    objects = [BacnetObject(str(oid[0]), int(oid[1])) for oid in object_list if str(oid[0]) in KINDS]
     for start in range(0, len(objects), OBJECTS_PER_REQUEST):
         chunk = objects[start : start + OBJECTS_PER_REQUEST]
         parameters: list[Any] = []
@@ -159,82 +178,133 @@ async def _read_objects(app: Application, device: FoundDevice, timeout: float) -
     device.objects = objects
 
 
-# --------------------------------------------------------------------------- manifests
+# --------------------------------------------------------------------------- what the command writes
 
 
-def _label(text: str, fallback: str) -> str:
-    """A DNS-1123 label a user would keep: ``AHU-3 Supply Fan`` -> ``ahu-3-supply-fan``."""
-    label = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")[:63].strip("-")
-    return label or fallback
-
-
-def _property_name(obj: FoundObject, taken: set[str]) -> str:
+def _property_name(obj: BacnetObject, taken: set[str]) -> str:
     fallback = f"{obj.object_type}-{obj.instance}"
-    name = _label(obj.name or "", fallback)
+    name = manifest_name(obj.name or "", fallback)
     if name in taken:
         name = f"{name}-{obj.instance}" if f"{name}-{obj.instance}" not in taken else fallback
     taken.add(name)
     return name
 
 
-def manifests(
-    devices: Sequence[FoundDevice],
-    namespace: str = "default",
-    local_address: str | None = None,
-    collect_cycle: int = 10_000,
-) -> list[tuple[str, list[dict[str, Any]]]]:
-    """One (file name, [DeviceModel, Device]) per device that has properties."""
-    out: list[tuple[str, list[dict[str, Any]]]] = []
-    names: set[str] = set()
-    for found in devices:
-        if not found.objects:
-            continue
-        name = _label(found.name or "", f"bacnet-{found.instance}")
-        if name in names:
-            name = f"{name}-{found.instance}"
-        names.add(name)
-        taken: set[str] = set()
-        model_props: list[dict[str, Any]] = []
-        device_props: list[dict[str, Any]] = []
-        for obj in found.objects:
-            kind, writable = KINDS[obj.object_type]
-            prop_name = _property_name(obj, taken)
-            model_prop: dict[str, Any] = {
-                "name": prop_name,
-                "type": kind,
-                "accessMode": "ReadWrite" if writable else "ReadOnly",
-            }
-            if obj.units and obj.units != "no-units":
-                model_prop["unit"] = obj.units
-            if obj.name:
-                model_prop["description"] = f"{obj.name} ({obj.object_type},{obj.instance})"
-            model_props.append(model_prop)
-            visitor: dict[str, Any] = {"objectType": obj.object_type, "objectInstance": obj.instance}
-            device_prop: dict[str, Any] = {"name": prop_name}
-            if writable:
-                device_prop["collectCycle"] = collect_cycle
-            else:
-                visitor["cov"] = True  # inputs change by themselves: pushed, not polled
-            device_prop["visitors"] = {"protocolName": "bacnet", "configData": visitor}
-            device_props.append(device_prop)
-        config: dict[str, Any] = {"deviceInstance": found.instance, "address": found.address}
-        if local_address is not None:
-            config["localAddress"] = local_address
-        model = {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "DeviceModel",
-            "metadata": {"name": f"{name}-model", "namespace": namespace},
-            "spec": {"protocol": "bacnet", "properties": model_props},
-        }
-        device = {
-            "apiVersion": "devices.kubeedge.io/v1beta1",
-            "kind": "Device",
-            "metadata": {"name": name, "namespace": namespace},
-            "spec": {
-                "deviceModelRef": {"name": f"{name}-model"},
-                "protocol": {"protocolName": "bacnet", "configData": config},
-                "properties": device_props,
-            },
-        }
-        out.append((f"{name}.yaml", [model, device]))
-    return out
+def found_device(device: BacnetDevice, local_address: str | None = None) -> FoundDevice:
+    """What the command writes for one device: inputs read-only and pushed by COV (they change by
+    themselves), outputs and values writable and polled."""
+    taken: set[str] = set()
+    properties = []
+    for obj in device.objects:
+        kind, writable = KINDS[obj.object_type]
+        visitor: dict[str, Any] = {"objectType": obj.object_type, "objectInstance": obj.instance}
+        if not writable:
+            visitor["cov"] = True
+        properties.append(
+            FoundProperty(
+                name=_property_name(obj, taken),
+                type=kind,
+                visitor=visitor,
+                writable=writable,
+                unit=obj.units if obj.units and obj.units != "no-units" else None,
+                description=f"{obj.name} ({obj.object_type},{obj.instance})" if obj.name else None,
+            )
+        )
+    name = device.name or f"bacnet-{device.instance}"
+    config: dict[str, Any] = {"deviceInstance": device.instance, "address": device.address}
+    if local_address is not None:
+        config["localAddress"] = local_address
+    return FoundDevice(
+        name=name,
+        model=FoundModel(
+            name=device.model_name or f"{name}-model",
+            properties=tuple(properties),
+            description=f"BACnet vendor {device.vendor_id}" if device.vendor_id is not None else None,
+        ),
+        protocol_config=config,
+        source=f"bacnet://{device.address}/device,{device.instance}",
+    )
+
+
+class BacnetDiscoveryOptions(BaseModel):
+    """``kubeedge mapper discover bacnet -O key=value``."""
+
+    model_config = ConfigDict(alias_generator=to_camel, populate_by_name=True, extra="forbid")
+
+    range: str | None = None
+    """Device instances to look for: ``1000-1999`` or one instance (default: all)."""
+    address: str | None = None
+    """Comma-separated ``ip[:port]`` to send Who-Is to, instead of broadcasting it."""
+    local_address: str | None = None
+    """Where discovery binds (``ip[:port]``, default ``0.0.0.0:47808``); written into the Devices
+    when given, as the mapper must bind there too to be answered the same way."""
+    bbmd_address: str | None = None
+    """Register with this BBMD as a foreign device and broadcast through it."""
+    bbmd_ttl: int = Field(default=60, ge=5, le=65535)
+
+    @field_validator("local_address", "bbmd_address")
+    @classmethod
+    def _address(cls, value: str | None) -> str | None:
+        if value is not None:
+            host_port(value)
+        return value
+
+    @field_validator("address")
+    @classmethod
+    def _addresses(cls, value: str | None) -> str | None:
+        for part in (value or "").split(","):
+            if part.strip():
+                host_port(part.strip())
+        return value
+
+    @field_validator("range")
+    @classmethod
+    def _range(cls, value: str | None) -> str | None:
+        _limits(value)
+        return value
+
+    def limits(self) -> tuple[int, int]:
+        return _limits(self.range)
+
+    def addresses(self) -> list[str]:
+        return [part.strip() for part in (self.address or "").split(",") if part.strip()]
+
+
+def _limits(text: str | None) -> tuple[int, int]:
+    if not text:
+        return 0, MAX_INSTANCE
+    low, sep, high = text.partition("-")
+    try:
+        limits = (int(low), int(high) if sep else int(low))
+    except ValueError:
+        raise ValueError(f"{text!r} is not INSTANCE or LOW-HIGH") from None
+    if not 0 <= limits[0] <= limits[1] <= MAX_INSTANCE:
+        raise ValueError(f"{text!r} must lie within 0-{MAX_INSTANCE}, low first")
+    return limits
+
+
+class BacnetDiscoverer(Discoverer[BacnetDiscoveryOptions]):
+    protocol: ClassVar[str] = "bacnet"
+    options_model: ClassVar[type[BaseModel]] = BacnetDiscoveryOptions
+    default_seconds: ClassVar[float] = 3.0
+
+    async def discover(self, options: BacnetDiscoveryOptions, seconds: float) -> list[FoundDevice]:
+        low, high = options.limits()
+        local = options.local_address or f"0.0.0.0:{BACNET_PORT}"
+        try:
+            found = await discover(
+                options.addresses(), low, high, local, options.bbmd_address, options.bbmd_ttl, seconds
+            )
+        except RuntimeError as exc:  # bacpypes3: "no broadcast" on a host address without a subnet
+            raise KubeEdgeError(
+                f"cannot broadcast Who-Is from {local}: {exc}; give -O address=... or -O bbmdAddress=..."
+            ) from None
+        for device in found:
+            if device.problem or not device.objects:
+                log.warning(
+                    "device %d at %s answered Who-Is; left out: %s",
+                    device.instance,
+                    device.address,
+                    device.problem or "it has no object a DeviceModel type can hold",
+                )
+        return [found_device(d, options.local_address) for d in found if d.objects]

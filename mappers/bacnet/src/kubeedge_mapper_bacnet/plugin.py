@@ -11,3 +11,10 @@ def kubeedge_register_drivers() -> list[type[Any]]:
     from kubeedge_mapper_bacnet.driver import BacnetDriver
 
     return [BacnetDriver]
+
+
+@hookimpl
+def kubeedge_register_discoverers() -> list[type[Any]]:
+    from kubeedge_mapper_bacnet.discovery import BacnetDiscoverer
+
+    return [BacnetDiscoverer]

@@ -151,6 +151,7 @@ class BacnetDevice:
         self.host = host
         self.port = port or free_udp_port()
         self.name = name or f"device-{instance}"
+        self.model_name = "kubeedge-simulated-ahu"
         self.objects: dict[tuple[str, int], Any] = {}
         for obj in objects if objects is not None else standard_objects():
             object_type, object_instance = obj.objectIdentifier
@@ -172,6 +173,7 @@ class BacnetDevice:
         if self.app is not None:
             return self
         app = Application.from_args(_namespace(self.name, self.instance, self.address))
+        app.device_object.modelName = self.model_name
         for key, obj in self.objects.items():
             if key not in self.hidden:
                 app.add_object(obj)
@@ -282,8 +284,8 @@ class BacnetConformanceSimulator(DeviceSimulator):
             "deviceInstance": self.device.instance,
             "address": self.device.address,
             "localAddress": f"127.0.0.1:{self.local_port}",
-            "apduTimeout": 300,
-            "apduRetries": 0,
+            "apduTimeout": 400,
+            "apduRetries": 1,  # within the suite's readTimeout (2 s), and patient on a loaded machine
         }
 
     def points(self) -> list[Point]:
