@@ -3,7 +3,7 @@
 import pytest
 from pydantic import ValidationError
 
-from kubeedge_mapper_bacnet.config import BacnetConfig, BacnetVisitor, host_port
+from kubeedge_mapper_bacnet.config import BacnetConfig, BacnetVisitor, bacnet_address, host_port
 
 
 def error_fields(exc: ValidationError) -> set[str]:
@@ -116,3 +116,16 @@ def test_a_model_can_give_its_devices_a_port() -> None:
     assert config.device_endpoint() == ("10.0.0.5", 47900)
     with pytest.raises(ValidationError, match="port 47900 contradicts the port in address"):
         BacnetConfig.model_validate({"deviceInstance": 1, "address": "10.0.0.5:47808", "port": 47900})
+
+
+def test_a_local_address_may_carry_its_subnet_for_broadcasts() -> None:
+    config = BacnetConfig.model_validate(
+        {"deviceInstance": 1, "address": "10.0.0.5", "localAddress": "10.0.0.2/24"}
+    )
+    assert config.local_endpoint() == ("10.0.0.2", 47808)
+    assert bacnet_address(config.local_address) == "10.0.0.2/24:47808"
+    assert bacnet_address("10.0.0.2:47809") == "10.0.0.2:47809"
+    with pytest.raises(ValidationError, match="subnet prefix '33' is not 0-32"):
+        BacnetConfig.model_validate(
+            {"deviceInstance": 1, "address": "10.0.0.5", "localAddress": "10.0.0.2/33"}
+        )

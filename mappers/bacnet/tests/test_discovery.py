@@ -139,3 +139,24 @@ def test_bad_options_name_the_key() -> None:
     result = CliRunner().invoke(cli, ["mapper", "discover", "bacnet", "-O", "adress=10.0.0.5"])
     assert result.exit_code == 1 and "-O adress" in result.output
     assert BacnetDiscoveryOptions.model_validate({"range": "5-10"}).limits() == (5, 10)
+
+
+async def test_who_is_is_broadcast_through_a_bbmd_as_a_foreign_device() -> None:
+    from kubeedge_mapper_bacnet.discovery import discover as find
+    from kubeedge_mapper_bacnet.simulator import BacnetDevice
+
+    bbmd = await BacnetDevice(1005, bbmd=True).start()
+    try:
+        local = f"127.0.0.1:{free_udp_port()}"
+        # no address: a global broadcast, which only the BBMD's distribution brings to the device
+        found = await find((), 1000, 1010, local, bbmd_address=bbmd.address, timeout=2)
+        assert [(d.instance, d.address) for d in found] == [(1005, bbmd.address)]
+        assert found[0].objects
+    finally:
+        await bbmd.stop()
+
+
+def test_a_broadcast_without_a_subnet_says_what_to_give() -> None:
+    result = CliRunner().invoke(cli, ["mapper", "discover", "bacnet", "--seconds", "0.5"])
+    assert result.exit_code == 1
+    assert "a broadcast Who-Is needs the local address with its subnet" in result.output

@@ -160,3 +160,20 @@ async def test_a_stopped_subscription_is_cancelled_on_the_device(ahu, connect) -
         await task
     # the device stops notifying at once, rather than until the lifetime (300 s) ends
     assert ahu.subscriptions() == 0
+
+
+async def test_a_foreign_device_registration_reaches_the_device_through_its_bbmd(connect) -> None:
+    bbmd = await BacnetDevice(1005, bbmd=True).start()
+    try:
+        driver = await connect(
+            {
+                "deviceInstance": 1005,
+                "address": bbmd.address,
+                "localAddress": f"127.0.0.1:{free_udp_port()}",
+                "bbmdAddress": bbmd.address,
+                "bbmdTtl": 30,
+            }
+        )
+        assert await driver.read(SETPOINT) == 21.5
+    finally:
+        await bbmd.stop()

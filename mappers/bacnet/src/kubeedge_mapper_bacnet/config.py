@@ -26,15 +26,26 @@ COV_PROPERTIES = ("present-value", "status-flags")
 """What a SubscribeCOV notification carries (clause 13.1): only these can be pushed."""
 
 
+def bacnet_address(value: str) -> str:
+    """``ip[/prefix]:port`` for bacpypes3: the prefix (the subnet) is what it broadcasts to."""
+    host, port = host_port(value)
+    _, slash, rest = value.strip().partition("/")
+    prefix = rest.partition(":")[0] if slash else ""
+    return f"{host}/{prefix}:{port}" if prefix else f"{host}:{port}"
+
+
 def host_port(value: str, default_port: int = BACNET_PORT) -> tuple[str, int]:
-    """``ip[:port]`` as (ip, port); ``ValueError`` says what is wrong."""
+    """``ip[/prefix][:port]`` as (ip, port); ``ValueError`` says what is wrong."""
     host, sep, port_text = value.strip().rpartition(":")
     if not sep:
         host, port_text = value.strip(), ""
+    host, slash, prefix = host.partition("/")
     try:
         ipaddress.IPv4Address(host)
     except ValueError:
         raise ValueError(f"{value!r} is not an IPv4 address, optionally with :port") from None
+    if slash and not (prefix.isdigit() and 0 <= int(prefix) <= 32):
+        raise ValueError(f"{value!r}: the subnet prefix {prefix!r} is not 0-32")
     if not port_text:
         return host, default_port
     if not port_text.isdigit() or not 1 <= int(port_text) <= 65535:
@@ -57,8 +68,8 @@ class BacnetConfig(_Config):
     """The device's UDP port when ``address`` has none (a DeviceModel can set it for all its
     devices in ``protocolConfigData``)."""
     local_address: str = f"0.0.0.0:{BACNET_PORT}"
-    """Where the mapper's own BACnet application binds, ``ip[:port]``. Devices with the same
-    local address share one application (one socket)."""
+    """Where the mapper's own BACnet application binds, ``ip[/prefix][:port]`` (the prefix gives
+    the subnet broadcasts go to). Devices with the same local address share one application."""
     bbmd_address: str | None = None
     """Register as a foreign device with this BBMD (``ip[:port]``) to reach devices on another
     subnet, or to broadcast Who-Is where the mapper's host cannot (a container)."""

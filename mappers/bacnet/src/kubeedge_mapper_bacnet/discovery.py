@@ -33,7 +33,7 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic.alias_generators import to_camel
 
 from kubeedge import Discoverer, FoundDevice, FoundModel, FoundProperty, KubeEdgeError, manifest_name
-from kubeedge_mapper_bacnet.config import BACNET_PORT, MAX_INSTANCE, host_port
+from kubeedge_mapper_bacnet.config import BACNET_PORT, MAX_INSTANCE, bacnet_address, host_port
 
 log = logging.getLogger(__name__)
 KINDS: dict[str, tuple[str, bool]] = {
@@ -94,12 +94,17 @@ async def discover(
     timeout: float = 3.0,
 ) -> list[BacnetDevice]:
     """Devices with an instance in ``low``-``high`` that answer Who-Is, with their objects."""
-    host, port = host_port(local_address)
+    if not addresses and bbmd_address is None and "/" not in local_address:
+        raise KubeEdgeError(
+            f"a broadcast Who-Is needs the local address with its subnet (localAddress {local_address!r}"
+            " has none, e.g. 10.0.0.2/24), or a BBMD to register with (bbmdAddress), or the devices'"
+            " addresses (address)"
+        )
     app = Application.from_args(
         argparse.Namespace(
             name="kubeedge-discovery",
             instance=MAX_INSTANCE,
-            address=f"{host}:{port}",
+            address=bacnet_address(local_address),
             network=0,
             vendoridentifier=999,
             foreign=bbmd_address,
@@ -236,8 +241,8 @@ class BacnetDiscoveryOptions(BaseModel):
     address: str | None = None
     """Comma-separated ``ip[:port]`` to send Who-Is to, instead of broadcasting it."""
     local_address: str | None = None
-    """Where discovery binds (``ip[:port]``, default ``0.0.0.0:47808``); written into the Devices
-    when given, as the mapper must bind there too to be answered the same way."""
+    """Where discovery binds (``ip[/prefix][:port]``, default ``0.0.0.0:47808``; a broadcast needs
+    the prefix); written into the Devices when given: the mapper binds there too."""
     bbmd_address: str | None = None
     """Register with this BBMD as a foreign device and broadcast through it."""
     bbmd_ttl: int = Field(default=60, ge=5, le=65535)
@@ -291,14 +296,9 @@ class BacnetDiscoverer(Discoverer[BacnetDiscoveryOptions]):
     async def discover(self, options: BacnetDiscoveryOptions, seconds: float) -> list[FoundDevice]:
         low, high = options.limits()
         local = options.local_address or f"0.0.0.0:{BACNET_PORT}"
-        try:
-            found = await discover(
-                options.addresses(), low, high, local, options.bbmd_address, options.bbmd_ttl, seconds
-            )
-        except RuntimeError as exc:  # bacpypes3: "no broadcast" on a host address without a subnet
-            raise KubeEdgeError(
-                f"cannot broadcast Who-Is from {local}: {exc}; give -O address=... or -O bbmdAddress=..."
-            ) from None
+        found = await discover(
+            options.addresses(), low, high, local, options.bbmd_address, options.bbmd_ttl, seconds
+        )
         for device in found:
             if device.problem or not device.objects:
                 log.warning(

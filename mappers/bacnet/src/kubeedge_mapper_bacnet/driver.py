@@ -41,7 +41,14 @@ from bacpypes3.pdu import Address
 from bacpypes3.primitivedata import Enumerated, Null, ObjectIdentifier, OctetString, PropertyIdentifier
 
 from kubeedge import DeviceError, DeviceUnreachable, Driver, Emit, Property, Shared, SharedConnections
-from kubeedge_mapper_bacnet.config import BacnetConfig, BacnetSettings, BacnetVisitor, describe_error
+from kubeedge_mapper_bacnet.config import (
+    BacnetConfig,
+    BacnetSettings,
+    BacnetVisitor,
+    bacnet_address,
+    describe_error,
+    host_port,
+)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -100,7 +107,7 @@ class _LocalApps:
 
     @staticmethod
     def key(config: BacnetConfig) -> tuple[Any, ...]:
-        return (*config.local_endpoint(), config.bbmd_address, config.bbmd_ttl)
+        return (bacnet_address(config.local_address), config.bbmd_address, config.bbmd_ttl)
 
     async def acquire(self, config: BacnetConfig, settings: BacnetSettings) -> Shared[Application]:
         key = self.key(config)
@@ -108,13 +115,13 @@ class _LocalApps:
         return await self.pool.acquire(key)
 
     async def _open(self, key: Hashable) -> Application:
-        host, port, bbmd, ttl = key  # type: ignore[misc]
-        _check_bindable(host, port)
+        address, bbmd, ttl = key  # type: ignore[misc]
+        _check_bindable(*host_port(address))
         settings = self._settings.get(key) or BacnetSettings()
         args = argparse.Namespace(
             name=settings.local_device_name,
             instance=settings.local_device_instance,
-            address=f"{host}:{port}",
+            address=address,
             network=0,
             vendoridentifier=VENDOR_ID,
             foreign=bbmd,

@@ -58,7 +58,7 @@ def free_udp_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
-def _namespace(name: str, instance: int, address: str) -> argparse.Namespace:
+def _namespace(name: str, instance: int, address: str, bbmd: bool = False) -> argparse.Namespace:
     return argparse.Namespace(
         name=name,
         instance=instance,
@@ -67,7 +67,7 @@ def _namespace(name: str, instance: int, address: str) -> argparse.Namespace:
         vendoridentifier=VENDOR_ID,
         foreign=None,
         ttl=30,
-        bbmd=None,
+        bbmd=[address] if bbmd else None,  # its own BBMD: accepts foreign-device registrations
     )
 
 
@@ -146,12 +146,15 @@ class BacnetDevice:
         host: str = "127.0.0.1",
         objects: list[Any] | None = None,
         name: str | None = None,
+        bbmd: bool = False,
     ) -> None:
         self.instance = instance
         self.host = host
         self.port = port or free_udp_port()
         self.name = name or f"device-{instance}"
         self.model_name = "kubeedge-simulated-ahu"
+        self.bbmd = bbmd
+        """Also a BBMD: a client registered with it as a foreign device can broadcast Who-Is."""
         self.objects: dict[tuple[str, int], Any] = {}
         for obj in objects if objects is not None else standard_objects():
             object_type, object_instance = obj.objectIdentifier
@@ -172,7 +175,7 @@ class BacnetDevice:
     async def start(self) -> BacnetDevice:
         if self.app is not None:
             return self
-        app = Application.from_args(_namespace(self.name, self.instance, self.address))
+        app = Application.from_args(_namespace(self.name, self.instance, self.address, self.bbmd))
         app.device_object.modelName = self.model_name
         for key, obj in self.objects.items():
             if key not in self.hidden:
