@@ -177,3 +177,24 @@ async def test_a_foreign_device_registration_reaches_the_device_through_its_bbmd
         assert await driver.read(SETPOINT) == 21.5
     finally:
         await bbmd.stop()
+
+
+async def test_a_device_without_read_property_multiple_is_read_one_by_one(connect) -> None:
+    small = BacnetDevice(1006)
+    small.read_multiple = False
+    await small.start()
+    try:
+        driver = await connect(
+            {"deviceInstance": 1006, "address": small.address, "localAddress": f"127.0.0.1:{free_udp_port()}"}
+        )
+        mode = Property(
+            "mode",
+            "int",
+            BacnetVisitor.model_validate({"objectType": "multiStateValue", "objectInstance": 1}),
+        )
+        assert await driver.read_many([SETPOINT, mode]) == [21.5, 2]  # refused, then read one by one
+        requests = driver.requests
+        assert await driver.read_many([SETPOINT, mode]) == [21.5, 2]
+        assert driver.requests - requests == 2  # no more ReadPropertyMultiple tries
+    finally:
+        await small.stop()

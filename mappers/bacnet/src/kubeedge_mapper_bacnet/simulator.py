@@ -155,6 +155,8 @@ class BacnetDevice:
         self.model_name = "kubeedge-simulated-ahu"
         self.bbmd = bbmd
         """Also a BBMD: a client registered with it as a foreign device can broadcast Who-Is."""
+        self.read_multiple = True
+        """False: the device rejects ReadPropertyMultiple (unrecognized-service), as small ones do."""
         self.objects: dict[tuple[str, int], Any] = {}
         for obj in objects if objects is not None else standard_objects():
             object_type, object_instance = obj.objectIdentifier
@@ -177,6 +179,9 @@ class BacnetDevice:
             return self
         app = Application.from_args(_namespace(self.name, self.instance, self.address, self.bbmd))
         app.device_object.modelName = self.model_name
+        if not self.read_multiple:
+            # bacpypes3 answers a service it has no do_<Service> method for with a Reject
+            app.do_ReadPropertyMultipleRequest = None
         for key, obj in self.objects.items():
             if key not in self.hidden:
                 app.add_object(obj)
