@@ -194,3 +194,24 @@ def test_the_bacnet_mapper_s_models_run_in_validate(tmp_path: Path) -> None:
     assert (
         "carry presentValue and statusFlags, not units" in problems["spec.properties[4].visitors.configData"]
     )
+
+
+def test_the_bluetooth_mapper_s_models_run_in_validate(tmp_path: Path) -> None:
+    examples = Path(__file__).resolve().parents[1] / "mappers" / "bluetooth" / "examples"
+    result = runner.invoke(cli, ["validate", "-f", str(examples)])
+    assert result.exit_code == 0, result.output
+    assert "protocol 'bluetooth'" not in result.output  # checked, so not listed as skipped
+
+    model_doc, device_doc, *_ = yaml.safe_load_all((examples / "cc2650.yaml").read_text())
+    device_doc["spec"]["protocol"]["configData"]["macAddress"] = "B0:B4:48"
+    converter = model_doc["spec"]["properties"][0]["visitors"]["configData"]["dataConverter"]
+    converter["orderOfOperations"][0]["operationType"] = "Multiplied"
+    model_doc["spec"]["properties"][2]["visitors"]["configData"]["dataType"] = "int12"
+    path = write(tmp_path, model_doc, device_doc)
+    result = runner.invoke(cli, ["validate", "-f", str(path), "-o", "json"])
+    assert result.exit_code == 1, result.output
+    problems = {p["path"]: p["message"] for p in json.loads(result.output)}
+    assert "not a Bluetooth address" in problems["spec.protocol.configData.macAddress"]
+    where = "spec.properties[0].visitors.configData.dataConverter.orderOfOperations[0].operationType"
+    assert "'Add', 'Subtract', 'Multiply' or 'Divide'" in problems[where]
+    assert "'int12' is not one of int8" in problems["spec.properties[2].visitors.configData.dataType"]
