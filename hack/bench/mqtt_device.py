@@ -13,7 +13,9 @@ one Device per simulated device, one property (``sent``, the publish time) each.
 a window after every device has reported:
 
 * values/s stored in the twin, and the latency from the device's publish to the twin's commit
-  (the stored value is the publish time: read back after each commit), p50 / p99;
+  (the stored value is the publish time: read back after each commit), p50 / p99; and the
+  edge's part of it (the mapper's twin update, stamped when the value reached the mapper, to
+  the commit: ``edge p99``);
 * CPU (% of one core) and RSS of the mapper process, and of the edge.
 
 Baseline, in the same run and on the same load: a bare paho subscriber process on ``bench/+/state``
@@ -198,7 +200,17 @@ async def pipeline(broker: Mosquitto, args: argparse.Namespace, workdir: Path) -
     mapper_config.write_text(yaml.safe_dump({"node": "bench", "bus": {"url": broker.url}}))
     with (workdir / "mapper.log").open("wb") as mapper_log:
         mapper = subprocess.Popen(
-            [sys.executable, "-m", "kubeedge", "mapper", "run", "mqtt", "-c", str(mapper_config)],
+            [
+                sys.executable,
+                *(["-m", "cProfile", "-o", args.profile] if args.profile else []),
+                "-m",
+                "kubeedge",
+                "mapper",
+                "run",
+                "mqtt",
+                "-c",
+                str(mapper_config),
+            ],
             stdout=mapper_log,
             stderr=subprocess.STDOUT,
         )
@@ -225,8 +237,10 @@ async def pipeline(broker: Mosquitto, args: argparse.Namespace, workdir: Path) -
         )
         await asyncio.sleep(args.warmup)
         me, other = psutil.Process(), psutil.Process(mapper.pid)
+        threads0 = {t.id: t.user_time + t.system_time for t in other.threads()}
         cpu0, cpu_m0, t0 = me.cpu_times(), other.cpu_times(), time.monotonic()
         measuring[0] = True
+        twin.stats.latencies_ms.clear()
         rss_peak = 0
         while time.monotonic() - t0 < args.seconds:
             await asyncio.sleep(0.25)
@@ -234,14 +248,19 @@ async def pipeline(broker: Mosquitto, args: argparse.Namespace, workdir: Path) -
         measuring[0] = False
         elapsed = time.monotonic() - t0
         cpu1, cpu_m1 = me.cpu_times(), other.cpu_times()
+        threads1 = {t.id: t.user_time + t.system_time for t in other.threads()}
+        main_thread = 100 * (threads1.get(mapper.pid, 0) - threads0.get(mapper.pid, 0)) / elapsed
         await publisher.communicate()
         latencies.sort()
+        edge_part = sorted(twin.stats.latencies_ms)
         return {
             "values/s": stored[0] / elapsed,
             "p50 ms": statistics.median(latencies) if latencies else float("nan"),
             "p99 ms": latencies[int(len(latencies) * 0.99)] if latencies else float("nan"),
+            "edge p99 ms": edge_part[int(len(edge_part) * 0.99)] if edge_part else float("nan"),
             "CPU %": 100 * ((cpu_m1.user + cpu_m1.system) - (cpu_m0.user + cpu_m0.system)) / elapsed,
             "RSS MB": rss_peak / 2**20,
+            "event loop %": main_thread,
             "edge CPU %": 100 * ((cpu1.user + cpu1.system) - (cpu0.user + cpu0.system)) / elapsed,
         }
     finally:
@@ -273,6 +292,7 @@ async def main() -> None:
         "--no-pin", dest="pin", action="store_false", help="do not pin edge and mapper to cores"
     )
     parser.add_argument("--quick", action="store_true", help="a small, short run (smoke test)")
+    parser.add_argument("--profile", metavar="FILE", help="run the mapper under cProfile, its stats to FILE")
     args = parser.parse_args()
     if args.quick:
         args.devices, args.seconds, args.warmup = 50, 2, 1
@@ -292,7 +312,7 @@ async def main() -> None:
         broker.close()
         shutil.rmtree(workdir, ignore_errors=True)
     rows: list[tuple[str, dict[str, Any]]] = [("bare subscriber", bare), ("mqtt mapper", mapped)]
-    keys = ["values/s", "p50 ms", "p99 ms", "CPU %", "RSS MB", "edge CPU %"]
+    keys = ["values/s", "p50 ms", "p99 ms", "edge p99 ms", "CPU %", "event loop %", "RSS MB", "edge CPU %"]
     print(f"{'':12}" + "".join(f"{name:>18}" for name, _ in rows))
     for key in keys:
         print(f"{key:12}" + "".join(f"{r[key]:>18,.1f}" if key in r else f"{'-':>18}" for _, r in rows))

@@ -44,7 +44,7 @@ async def test_discovered_manifests_validate_as_written_and_serve_the_devices(
     plug = await TasmotaPlug(device_broker, "plug-1").start()
     try:
         out = tmp_path / "manifests"
-        code, _, stderr = await discover("-O", f"broker={device_broker}", "--seconds", "1", "-o", str(out))
+        code, _, stderr = await discover("-O", f"broker={device_broker}", "--seconds", "2", "-o", str(out))
         assert code == 0, stderr
         assert "3 device(s) of 3 kind(s)" in stderr
         objects = load(out)

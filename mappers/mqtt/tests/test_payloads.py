@@ -163,3 +163,21 @@ def test_kubeedge_mqtt_mapper_keys_are_understood() -> None:
     )
     with pytest.raises(ValidationError, match="connection settings belong to the device"):
         MqttVisitor.model_validate({"topic": "t", "clientId": "c", "keepAlive": 60})
+
+
+topic_level = st.sampled_from(["a", "b", "$SYS", "", "x y", "+", "#"])
+
+
+@given(
+    st.lists(topic_level, min_size=1, max_size=4),
+    st.lists(topic_level.filter(lambda s: s not in "+#"), min_size=1, max_size=4),
+)
+def test_wildcard_filters_match_as_paho_says(filter_levels: list[str], topic_levels: list[str]) -> None:
+    import paho.mqtt.client as mqtt
+
+    from kubeedge_mapper_mqtt.broker import filter_pattern
+
+    if "#" in filter_levels[:-1]:
+        return  # not a valid filter
+    topic_filter, topic = "/".join(filter_levels), "/".join(topic_levels)
+    assert bool(filter_pattern(topic_filter).match(topic)) == mqtt.topic_matches_sub(topic_filter, topic)

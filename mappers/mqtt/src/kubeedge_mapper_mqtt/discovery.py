@@ -130,8 +130,10 @@ class MqttDiscoverer(Discoverer[MqttDiscoveryOptions]):
                     acks.append(
                         link.subscribe_filter(f"{options.discovery_prefix}/{pattern}", on_config, options.qos)
                     )
+            started = asyncio.get_running_loop().time()
             await asyncio.gather(*acks)
-            await asyncio.sleep(seconds)
+            await link.sync(max(seconds, 5.0))  # the retained configs are in
+            await asyncio.sleep(max(0.0, seconds - (asyncio.get_running_loop().time() - started)))
         finally:
             await link.close()
         connection = config.model_dump(by_alias=True, exclude_defaults=True, mode="json")
