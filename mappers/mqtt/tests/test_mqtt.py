@@ -413,3 +413,43 @@ async def test_the_repository_s_kubeedge_style_greenhouse_example_works_as_writt
         assert state["vent"]["open"] is True
     finally:
         await controller.close()
+
+
+async def test_a_device_broker_over_tls(edge, tmp_path) -> None:
+    """The mapper verifies the broker's certificate with caFile; a broker it cannot verify is
+    refused with the reason (the devices publish on a plain listener of the same broker)."""
+    import trustme
+
+    from kubeedge.testing import free_port
+
+    ca = trustme.CA()
+    server = ca.issue_cert("127.0.0.1")
+    ca.cert_pem.write_to_path(str(tmp_path / "ca.pem"))
+    server.cert_chain_pems[0].write_to_path(str(tmp_path / "server.pem"))
+    server.private_key_pem.write_to_path(str(tmp_path / "server.key"))
+    plain = free_port()
+    broker = Mosquitto(
+        extra=f"cafile {tmp_path / 'ca.pem'}\ncertfile {tmp_path / 'server.pem'}\nkeyfile {tmp_path / 'server.key'}\n"
+        f"listener {plain} 127.0.0.1\n"
+    ).start()
+    bridge = await Zigbee2MqttBridge(f"mqtt://127.0.0.1:{plain}").start()
+    try:
+        handle = await edge(mappers={"mqtt": SETTINGS})
+        tls = {"broker": f"mqtts://127.0.0.1:{broker.port}", "preset": "zigbee2mqtt"}
+        handle.write_manifest(
+            "sensor.yaml",
+            *manifests("hall-sensor", {**tls, "tls": {"caFile": str(tmp_path / "ca.pem")}}, SENSOR),
+        )
+        await handle.wait_reported("home/hall-sensor", "temperature", "21.5")
+        # without the CA: the system's trust store does not know this broker
+        handle.write_manifest(
+            "other.yaml", *manifests("other", {**tls, "deviceTopic": "hall-sensor"}, SENSOR)
+        )
+        await wait_for(
+            lambda: "CERTIFICATE_VERIFY_FAILED" in handle.error("home/other", "temperature"),
+            what="the refused certificate on the twin",
+        )
+        assert handle.state("home/other") == "offline"
+    finally:
+        await bridge.stop()
+        broker.close()
