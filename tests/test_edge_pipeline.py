@@ -81,6 +81,36 @@ async def test_desired_value_from_the_manifest_is_written(edge) -> None:
     assert sim.connects == 1
 
 
+async def test_an_emptied_desired_value_writes_nothing_where_the_mapper_cannot_relinquish(edge) -> None:
+    """desired "" after a value: the twin sends it once (a relinquish for drivers that can, such
+    as BACnet's); the virtual mapper cannot, so nothing is written and nothing is an error; a
+    value set afterwards is written."""
+    handle = await edge()
+    props = [{"name": "setpoint", "collectCycle": 100, "desired": {"value": "12"}}]
+    handle.write_manifest("sensor.yaml", model(), device(properties=props))
+    await handle.wait_reported("default/sensor-1", "setpoint", "12")
+    deltas: list[dict] = []
+    watcher = BusClient(handle.core.context.bus_url)
+    watcher.subscribe(
+        "$hw/events/device/default/sensor-1/twin/update/delta", lambda t, p: deltas.append(json.loads(p))
+    )
+    await watcher.start()
+    props[0]["desired"]["value"] = ""
+    handle.write_manifest("sensor.yaml", model(), device(properties=props))
+    await wait_for(lambda: deltas, what="the relinquish delta")
+    assert deltas[0]["delta"] == {"setpoint": ""}
+    record = handle.record("default/sensor-1", "setpoint")
+    assert record.expected == "" and record.error is None, record
+    props[0]["desired"]["value"] = "13"
+    handle.write_manifest("sensor.yaml", model(), device(properties=props))
+    await handle.wait_reported("default/sensor-1", "setpoint", "13")
+    assert [d["delta"] for d in deltas] == [{"setpoint": ""}, {"setpoint": "13"}]
+    await watcher.stop()
+    sim = SIMULATOR.device("default/sensor-1")
+    assert list(sim.writes) == [("setpoint", 12.0), ("setpoint", 13.0)]
+    assert handle.record("default/sensor-1", "setpoint").error is None
+
+
 async def test_restart_keeps_twins(edge, tmp_path) -> None:
     first = await edge(workdir=tmp_path / "a")
     first.write_manifest("sensor.yaml", model(), device())

@@ -100,6 +100,11 @@ class Driver(ABC, Generic[ConfigT, VisitorT]):
     settings_model: ClassVar[type[BaseModel]] = NoSettings
     max_batch: ClassVar[int] = 1
     """How many properties :meth:`read_many` is given at once (1: the framework calls :meth:`read`)."""
+    relinquishes: ClassVar[bool] = False
+    """The driver takes ``write(prop, None)``: an empty desired value (``desired: {value: ""}``)
+    gives the property back to the device's own control (BACnet: Null at the write priority).
+    Sent once, when the desired value becomes empty, never compared or retried. Without it, an
+    empty desired value is no desired value: nothing is written."""
 
     def __init__(self, device: Device, model: DeviceModel, config: ConfigT, settings: BaseModel) -> None:
         self.device = device
@@ -127,7 +132,8 @@ class Driver(ABC, Generic[ConfigT, VisitorT]):
     # ----------------------------------------------------------------- optional
 
     async def write(self, prop: Property[VisitorT], value: Any) -> None:
-        """Write one property (the value is already converted to its type and range-checked)."""
+        """Write one property (the value is already converted to its type and range-checked;
+        ``None`` to relinquish it, only for a driver with :attr:`relinquishes`)."""
         raise DeviceError(f"protocol {self.protocol!r} does not support writing {prop.name!r}")
 
     async def close(self) -> None:

@@ -172,6 +172,34 @@ async def test_a_desired_value_is_commanded_at_its_priority(edge, devices, local
     await handle.wait_reported("plant/ahu-1", "setpoint", "19")
 
 
+async def test_emptying_the_desired_value_in_the_manifest_relinquishes_the_priority_slot(
+    edge, devices, local
+) -> None:
+    """desired 24.5 commands priority 8; desired "" (as `kubectl patch` leaves it) writes Null
+    there once, so the relinquish default (or a lower priority) takes over again."""
+    (ahu,) = await devices()
+    handle = await edge(mappers={"bacnet": SETTINGS})
+
+    def manifest(desired: str | None) -> None:
+        dev = device("ahu-1", POINTS[:1], bacnet(ahu, local))
+        if desired is not None:
+            dev["spec"]["properties"][0]["desired"] = {"value": desired}
+        handle.write_manifest("ahu.yaml", model(POINTS[:1]), dev)
+
+    manifest("")  # empty from the start: no desired value, nothing written
+    await handle.wait_reported("plant/ahu-1", "setpoint", "21.5")
+    assert ahu.priority_slot(*AV, 8) is None and ahu.priority_slot(*AV, 16) is None
+    manifest("24.5")
+    await handle.wait_reported("plant/ahu-1", "setpoint", "24.5")
+    assert ahu.priority_slot(*AV, 8) == 24.5
+    manifest("")
+    await handle.wait_reported("plant/ahu-1", "setpoint", "20")  # the relinquish default
+    assert ahu.priority_slot(*AV, 8) is None
+    assert handle.error("plant/ahu-1", "setpoint") == ""
+    manifest("24.5")  # the same value again is a change again
+    await handle.wait_reported("plant/ahu-1", "setpoint", "24.5")
+
+
 async def test_a_device_error_names_class_and_code_and_other_devices_go_on(edge, devices, local) -> None:
     ahu, gone = await devices(2)
     await gone.stop()  # silent: never answers

@@ -246,6 +246,12 @@ class DeviceWorker:
                     {name: {"metadata": {"type": plan.prop.type, "error": "ReadOnly: not written"}}}
                 )
                 continue
+            if value == "":
+                # an empty desired value: relinquish where the driver can, else nothing to write
+                if self.runtime.driver_cls.relinquishes:
+                    self._desired[name] = value
+                    self._write_errors.pop(name, None)
+                continue
             if (
                 name not in self._desired
                 and name not in self._write_errors
@@ -464,21 +470,25 @@ class DeviceWorker:
         plan = self.plan.properties[name]
         prop = plan.prop
         try:
-            value = parse_value(prop.type, text)
-            check_range(value, prop.minimum, prop.maximum)
+            if text == "":  # relinquish (want() keeps it only for a driver that can)
+                value = None
+            else:
+                value = parse_value(prop.type, text)
+                check_range(value, prop.minimum, prop.maximum)
         except ValueError as exc:
             self._publish_twins(
                 {name: {"metadata": {"type": prop.type, "error": f"desired {text!r}: {exc}"}}}
             )
             return
+        shown = "(relinquish)" if value is None else repr(text)
         try:
             await _within(self.runtime.settings.read_timeout, driver.write(prop, value))
             read_back = await _within(self.runtime.settings.read_timeout, driver.read(prop))
         except UNREACHABLE:
             raise
         except Exception as exc:
-            log.info("device %s: writing %s=%r failed: %s", self.key, name, text, _describe(exc))
-            error = f"write of {text!r} failed: {_describe(exc)}"
+            log.info("device %s: writing %s=%s failed: %s", self.key, name, shown, _describe(exc))
+            error = f"write of {shown} failed: {_describe(exc)}"
             self._write_errors[name] = error
             self._publish_twins({name: {"metadata": {"type": prop.type, "error": error}}})
             return

@@ -23,7 +23,7 @@ import logging
 import re
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -492,18 +492,27 @@ class TwinModule(EdgeModule):
             changed = True
         return record, changed, expected_changed
 
-    def _emit_delta(self, device: DeviceRecord, names: list[str] | None = None) -> None:
+    def _emit_delta(
+        self, device: DeviceRecord, names: list[str] | None = None, relinquished: Sequence[str] = ()
+    ) -> None:
         """A delta with every property (of ``names``, else all) whose reading differs from its
-        desired value; each counts as a write attempt for the back-off of re-sends."""
+        desired value; each counts as a write attempt for the back-off of re-sends. The
+        ``relinquished`` ones (desired value just emptied) go with ``""``, once: nothing to
+        compare a reading with, so nothing to re-send."""
         twins = {
             name: r for name, r in device.twins.items() if (names is None or name in names) and _diverged(r)
         }
-        if not twins:
-            return
         clock, wall = time.monotonic(), now_ms()
         for name, record in twins.items():
             assert record.expected is not None
             self.convergence.sent(device.id, name, record.expected, clock, wall)
+        for name in relinquished:
+            record = device.twins[name]
+            if record.expected == "" and not record.read_only:
+                self.convergence.forget(device.id, name)
+                twins[name] = record
+        if not twins:
+            return
         if names is not None:
             self.stats.resent_desired += len(twins)
         self._emit(
@@ -749,6 +758,7 @@ class TwinModule(EdgeModule):
         self._pending.deleted_devices.discard(key)
         now = now_ms()
         expected_changed = False
+        relinquished: list[str] = []
         spec_names = set()
         for prop in device.spec.properties or []:
             spec_names.add(prop.name)
@@ -768,13 +778,17 @@ class TwinModule(EdgeModule):
             twin.minimum = model_prop.minimum if model_prop else None
             twin.maximum = model_prop.maximum if model_prop else None
             desired = prop.desired.value if prop.desired else None
-            if desired and desired != twin.spec_desired:
-                twin.spec_desired = desired
-                if desired != twin.expected and not twin.read_only:
+            if desired is not None and desired != twin.spec_desired:
+                previous, twin.spec_desired = twin.spec_desired, desired
+                # "" after a value gives the property back (a relinquish, sent once, where the
+                # mapper can); "" where there was none is no desired value, as it always was
+                if (desired or previous) and desired != twin.expected and not twin.read_only:
                     twin.expected = desired
                     twin.expected_ts = now
                     twin.expected_cloud += 1
                     expected_changed = True
+                    if not desired:
+                        relinquished.append(prop.name)
             self._mark(key, prop.name)
         for name in [n for n, t in record.twins.items() if n not in spec_names and not t.optional]:
             del record.twins[name]
@@ -782,7 +796,7 @@ class TwinModule(EdgeModule):
         if added:
             self._pending.added.append(key)
         if expected_changed:
-            self._emit_delta(record)
+            self._emit_delta(record, relinquished=relinquished)
         self._wake.set()
 
     # ----------------------------------------------------------------- output and persistence

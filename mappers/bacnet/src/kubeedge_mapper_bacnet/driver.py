@@ -148,6 +148,7 @@ class BacnetDriver(Driver[BacnetConfig, BacnetVisitor]):
     config_model = BacnetConfig
     visitor_model = BacnetVisitor
     settings_model = BacnetSettings
+    relinquishes = True  # an empty desired value writes Null at the priority
     max_batch = 100_000  # a whole cycle: this driver splits it into ReadPropertyMultiple requests
 
     _app: Shared[Application] | None = None
