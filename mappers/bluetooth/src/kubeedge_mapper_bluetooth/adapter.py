@@ -156,6 +156,11 @@ class Adapter:
         finally:
             stop()
 
+    def forget(self, address: str) -> None:
+        """Drop what was heard from ``address`` (it went away): the next :meth:`find` waits for
+        a new advertisement instead of trying to connect to a device that is not there."""
+        self.seen.pop(address.upper(), None)
+
     async def close(self) -> None:
         scanner, self._scanner = self._scanner, None
         self._listeners.clear()

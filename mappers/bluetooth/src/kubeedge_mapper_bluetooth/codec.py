@@ -60,6 +60,13 @@ def decode(visitor: BluetoothVisitor, prop_type: str, data: bytes) -> Any:
     if visitor.data_converter is not None:
         return _typed(prop_type, convert_v1alpha2(visitor.data_converter, data), data)
     fmt = visitor.struct_format()
+    if visitor.data_write is not None and fmt is None:
+        # read back through the table: the value whose bytes the device holds
+        window = _window(visitor, data)
+        for key, raw_bytes in visitor.data_write.items():
+            if raw_bytes == window:
+                return _typed(prop_type, _table_value(prop_type, key), data)
+        raise DecodeError(f"{window.hex()} is none of dataWrite's values ({', '.join(visitor.data_write)})")
     if fmt is not None:
         size = struct.calcsize(fmt)
         if visitor.byte_offset + size > len(data):
@@ -147,6 +154,16 @@ def encode(visitor: BluetoothVisitor, prop_type: str, value: Any) -> bytes:
         return struct.pack(fmt, number)
     except struct.error as exc:
         raise DeviceError(f"{value!r} does not fit format {fmt!r}: {exc}") from None
+
+
+def _table_value(prop_type: str, key: str) -> Any:
+    if prop_type == "boolean":
+        return key.lower() in ("true", "1", "on")
+    if prop_type == "int":
+        return int(float(key))
+    if prop_type in ("float", "double"):
+        return float(key)
+    return key
 
 
 def _text(value: Any) -> str:

@@ -150,7 +150,10 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
         target = await self._locate()
         lost = self._lost
 
-        def disconnected(_client: BleakClient) -> None:
+        adapter = self._adapter
+
+        def disconnected(client: BleakClient) -> None:
+            adapter.forget(client.address)
             if lost is not None:
                 lost.set()
 
@@ -161,11 +164,14 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
             pair=self.config.pair,
             **self._adapter.client_kwargs(),
         )
+        log.debug("%s: connecting to %s", self.who, target.address)
         try:
             await client.connect()
         except (BleakError, OSError, TimeoutError) as exc:
+            adapter.forget(target.address)
             raise DeviceUnreachable(f"{self.who}: cannot connect: {exc or type(exc).__name__}") from exc
         self._adapter.connects += 1
+        log.debug("%s: connected", self.who)
         return client
 
     async def close(self) -> None:

@@ -84,7 +84,10 @@ class EmulatedAir:
 
     async def open_adapter(self, name: str = "hci0") -> str:
         """A virtual controller on the air, served as an HCI port; its transport spec."""
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it
+        # each HCI packet after another waits ~40 ms for a delayed ACK (Nagle)
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind(("127.0.0.1", 0))
         port = sock.getsockname()[1]
@@ -257,12 +260,16 @@ class EmulatedPeripheral:
         controller, self._controller = self._controller, None
         if device is None:
             return
+        advertiser = device.legacy_advertiser
+        if advertiser is not None:
+            advertiser.auto_restart = False  # gone: no advertising again after the disconnection
+        with contextlib.suppress(Exception):  # not advertising while connected
+            await device.stop_advertising()
+        await asyncio.sleep(0.05)  # let advertisements already sent land before the disconnection
         for connection in list(self.connections):
             with contextlib.suppress(Exception):  # the central went first
                 await asyncio.wait_for(connection.disconnect(), 2)
         self.connections.clear()
-        with contextlib.suppress(Exception):  # not advertising while connected
-            await device.stop_advertising()
         if controller is not None and self.air is not None:
             self.air.link.remove_controller(controller)
 
