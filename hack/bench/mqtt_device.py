@@ -19,8 +19,9 @@ a window after every device has reported:
 * CPU (% of one core) and RSS of the mapper process, and of the edge.
 
 Baseline, in the same run and on the same load: a bare paho subscriber process on ``bench/+/state``
-that only timestamps what arrives (publish → received latency, its CPU): what the broker and a
-client cost before any mapper work.
+(pinned to the mapper's core) that only parses each message and timestamps it (publish → received
+latency, its CPU): what the broker and a client cost before any mapper work. The machines these
+run on are shared: compare the two columns of one run, not runs of different days.
 """
 
 from __future__ import annotations
@@ -146,6 +147,8 @@ async def baseline(broker: Mosquitto, args: argparse.Namespace) -> dict[str, flo
         stdout=asyncio.subprocess.PIPE,
     )
     assert subscriber.stdout is not None
+    if args.pin:  # on the core the mapper gets, so both see the same machine
+        os.sched_setaffinity(subscriber.pid, {1})
     await subscriber.stdout.readline()  # ready
     publisher = await asyncio.create_subprocess_exec(
         sys.executable,
