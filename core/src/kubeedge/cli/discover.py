@@ -39,7 +39,11 @@ def _options(pairs: tuple[str, ...]) -> dict[str, str]:
     help="A discovery option of the mapper (repeatable), e.g. -O broker=mqtt://10.0.0.2:1883.",
 )
 @click.option(
-    "--seconds", type=click.FloatRange(min=0.1, max=600), help="How long to listen (the mapper's default)."
+    "--seconds",
+    "--timeout",
+    "seconds",
+    type=click.FloatRange(min=0.1, max=600),
+    help="How long to listen (the mapper's default).",
 )
 @click.option("-n", "--namespace", default="default", show_default=True, help="Namespace of the manifests.")
 @click.option(

@@ -11,3 +11,10 @@ def kubeedge_register_drivers() -> list[type[Any]]:
     from kubeedge_mapper_bluetooth.driver import BluetoothDriver
 
     return [BluetoothDriver]
+
+
+@hookimpl
+def kubeedge_register_discoverers() -> list[type[Any]]:
+    from kubeedge_mapper_bluetooth.discovery import BluetoothDiscoverer
+
+    return [BluetoothDiscoverer]
