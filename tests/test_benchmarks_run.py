@@ -105,3 +105,16 @@ def test_k8s_status_benchmark_runs(kube_cluster: Cluster) -> None:  # noqa: F811
     assert "coalesced    40 devices online" in result.stdout, result.stdout
     assert "; desired round trip p50 " in result.stdout
     assert "headline: 40x4 values/s -> " in result.stdout
+
+
+def test_bluetooth_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "bluetooth.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "bleak alone (baseline)" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("headline: ")
+    assert "values/s into the twin" in result.stdout

@@ -13,6 +13,7 @@ serialised; established connections run side by side.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import logging
 import uuid as uuid_module
 from collections.abc import Callable
@@ -50,18 +51,27 @@ def bleak_uuid(value: UUID) -> str:
     return str(uuid_module.UUID(bytes=bytes(reversed(value.to_bytes(force_128=True)))))
 
 
+def static_address(seed: str) -> str:
+    """A static random address made from ``seed`` (the two top bits set, as the spec wants): each
+    adapter's host gets its own, stable across restarts (two hosts with one address on a link
+    would get each other's packets)."""
+    digest = hashlib.sha256(seed.encode()).digest()[:6]
+    first = 0xC0 | (digest[0] & 0x3F)
+    return ":".join(f"{b:02X}" for b in (first, *digest[1:]))
+
+
 class BumbleRadio:
     """One Bumble host (the central) on an HCI transport, or on a :class:`LocalLink` in process;
     the bleak scanners and clients of one adapter share it."""
 
     def __init__(
-        self, transport: str | None = None, link: LocalLink | None = None, address: str = CENTRAL_ADDRESS
+        self, transport: str | None = None, link: LocalLink | None = None, address: str | None = None
     ) -> None:
         if (transport is None) == (link is None):
             raise ValueError("a BumbleRadio needs a transport or a link")
         self.transport_spec = transport
         self.link = link
-        self.address = address
+        self.address = address or (static_address(transport) if transport else CENTRAL_ADDRESS)
         self.device: Device | None = None
         self.connect_lock = asyncio.Lock()
         self._transport: Transport | None = None
