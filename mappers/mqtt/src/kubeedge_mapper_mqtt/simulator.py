@@ -601,6 +601,9 @@ class CustomDevice:
     def publish_all(self) -> None:
         """Everything, as the firmware reports it; a failing point's value is replaced by its
         fault (a document with "error" first, the bare fault text, a core dump for the blob)."""
+        # The firmware re-asserts its availability with each report (retained): a last will of a
+        # previous connection that the broker publishes late cannot leave it marked offline.
+        self.mqtt.publish(f"{self.id}/online", "1", retain=True)
         failing = self.failing
         status: dict[str, Any] = (
             {"error": "sensor fault"} if failing & {"temperature", "setpoint", "mode"} else {}
