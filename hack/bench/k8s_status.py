@@ -115,7 +115,10 @@ class Cluster:
         if running:
             self.kubeconfig = folder / "kubeconfig"
         else:
-            up = subprocess.run([str(SCRIPT), "up", str(folder)], capture_output=True, text=True, check=True)
+            up = subprocess.run([str(SCRIPT), "up", str(folder)], capture_output=True, text=True)
+            if up.returncode != 0:  # it may have started etcd and the API server before failing
+                subprocess.run([str(SCRIPT), "down", str(folder)], check=False)
+                raise RuntimeError(f"hack/test-cluster.sh up {folder} failed:\n{up.stderr}")
             self.kubeconfig = Path(up.stdout.strip().splitlines()[-1])
         bin_dir = subprocess.run(
             [str(SCRIPT), "build"], capture_output=True, text=True, check=True
