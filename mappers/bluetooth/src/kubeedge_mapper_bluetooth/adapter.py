@@ -1,11 +1,12 @@
 """A Bluetooth adapter as the mapper's devices share it: connection slots, one scanner, one radio.
 
 A BLE adapter holds a handful of connections at once (3 to 7 on common controllers). Every device
-of an adapter takes a slot while it is connected and waits in line (first come, first served) when
-none is free, so a busy adapter delays a poll instead of failing it; a device that waits longer
-than its ``connectTimeout`` is reported offline with the reason. Advertisements are watched by one
-scanner per adapter, started when a device needs it (advertisement-only sensors, devices matched by
-name or service) and stopped when none does: their values cost no connection and no slot.
+of an adapter takes a slot (:meth:`Adapter.take_slot`) while it is connected and waits in line
+(first come, first served) when none is free, so a busy adapter delays a poll instead of failing
+it; a device that waits longer than its ``connectTimeout`` is reported offline with the reason.
+Advertisements are watched by one scanner per adapter, started when a device first needs it
+(every connection starts from a recent advertisement; advertisement-only sensors read nothing
+else) and stopped with the adapter: advertised values cost no connection and no slot.
 
 Adapters live per event loop, shared by the drivers on it, and close when the last driver leaves.
 """
@@ -16,8 +17,7 @@ import asyncio
 import logging
 import time
 import weakref
-from collections.abc import AsyncIterator, Callable
-from contextlib import asynccontextmanager
+from collections.abc import Callable
 from typing import Any
 
 from bleak import BleakScanner
@@ -35,7 +35,7 @@ RECENT_S = 5.0
 
 
 class Adapter:
-    """One adapter: its slots (:meth:`slot`), its scanner (:meth:`listen`, :meth:`find`), and the
+    """One adapter: its slots (:meth:`take_slot`), its scanner (:meth:`listen`, :meth:`find`), and the
     keyword arguments that make bleak use it (:meth:`client_kwargs`)."""
 
     def __init__(self, name: str, settings: BluetoothSettings) -> None:
@@ -79,9 +79,9 @@ class Adapter:
 
     # ------------------------------------------------------------------ slots
 
-    @asynccontextmanager
-    async def slot(self, timeout: float, who: str) -> AsyncIterator[None]:
-        """Hold one connection slot; wait in line for at most ``timeout`` seconds."""
+    async def take_slot(self, timeout: float, who: str) -> None:
+        """Wait in line for a connection slot, at most ``timeout`` seconds; :meth:`give_slot` it
+        back. Cancelled while waiting, it holds nothing."""
         self.waiting += 1
         try:
             await asyncio.wait_for(self._slots.acquire(), timeout)
@@ -94,11 +94,10 @@ class Adapter:
             self.waiting -= 1
         self.in_use += 1
         self.peak = max(self.peak, self.in_use)
-        try:
-            yield
-        finally:
-            self.in_use -= 1
-            self._slots.release()
+
+    def give_slot(self) -> None:
+        self.in_use -= 1
+        self._slots.release()
 
     # ---------------------------------------------------------------- scanning
 

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -72,7 +71,8 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
 
     _adapter: adapters.Adapter | None = None
     _client: BleakClient | None = None
-    _slot: Any = None
+    _holding = False
+    """Whether this (stay-connected) device holds one of its adapter's slots."""
     _lost: asyncio.Event | None = None
     _address: str | None = None
 
@@ -120,14 +120,13 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
         if self.advertisement_only:
             await self._locate()
         elif self.stays_connected:
-            self._slot = self._adapter.slot(self.config.connect_timeout, self.who)
-            await self._slot.__aenter__()
+            await self._adapter.take_slot(self.config.connect_timeout, self.who)
             try:
                 self._client = await self._open()
             except BaseException:
-                slot, self._slot = self._slot, None
-                await slot.__aexit__(None, None, None)
+                self._adapter.give_slot()
                 raise
+            self._holding = True
 
     async def _locate(self) -> BLEDevice:
         """The device as last advertised (its address, or the configured name/service matched).
@@ -176,15 +175,15 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
 
     async def close(self) -> None:
         client, self._client = self._client, None
-        slot, self._slot = self._slot, None
         adapter, self._adapter = self._adapter, None
+        holding, self._holding = self._holding, False
         try:
             if client is not None:
                 await _disconnect(client)
         finally:
-            if slot is not None:
-                await slot.__aexit__(None, None, None)
             if adapter is not None:
+                if holding:
+                    adapter.give_slot()
                 await adapters.release(adapter)
 
     # ------------------------------------------------------------- reads and writes
@@ -351,8 +350,7 @@ class _Connection:
     def __init__(self, driver: BluetoothDriver) -> None:
         self.driver = driver
         self.client: BleakClient | None = None
-        self.slot: Any = None
-        self.started = 0.0
+        self.adapter: adapters.Adapter | None = None
 
     async def __aenter__(self) -> BleakClient:
         driver = self.driver
@@ -360,24 +358,26 @@ class _Connection:
             if driver._client is None or not driver._client.is_connected:
                 raise DeviceUnreachable(f"{driver.who}: disconnected")
             return driver._client
-        assert driver._adapter is not None
-        self.started = time.monotonic()
-        self.slot = driver._adapter.slot(driver.config.connect_timeout, driver.who)
-        await self.slot.__aenter__()
+        adapter = driver._adapter
+        assert adapter is not None
+        await adapter.take_slot(driver.config.connect_timeout, driver.who)
         try:
             self.client = await driver._open()
         except BaseException:
-            await self.slot.__aexit__(None, None, None)
+            adapter.give_slot()
             raise
+        self.adapter = adapter
         return self.client
 
     async def __aexit__(self, *exc: object) -> None:
-        if self.client is None:
+        client, self.client = self.client, None
+        adapter, self.adapter = self.adapter, None
+        if client is None or adapter is None:
             return
         try:
-            await _disconnect(self.client)
+            await _disconnect(client)
         finally:
-            await self.slot.__aexit__(None, None, None)
+            adapter.give_slot()
 
 
 async def _disconnect(client: BleakClient) -> None:
