@@ -96,6 +96,7 @@ up() {
   mkdir -p "$dir"; dir="$(cd "$dir" && pwd)"
   [ -f "$dir/kube-apiserver.pid" ] && kill -0 "$(cat "$dir/kube-apiserver.pid")" 2>/dev/null \
     && die "already up in $dir (test-cluster.sh down $dir first)"
+  local kubeedge; kubeedge=$(kubeedge_cmd)  # before anything starts: a missing command leaks nothing
   local pki="$dir/pki"; mkdir -p "$pki"
   ssl() { openssl "$@" >/dev/null 2>&1 || die "openssl $1 failed"; }
   # Throwaway PKI: a CA, the server's certificate for 127.0.0.1, an admin client in
@@ -111,6 +112,8 @@ up() {
   ssl rsa -in "$pki/sa.key" -pubout -out "$pki/sa.pub"
   local client_port peer_port api_port
   client_port=$(free_port); peer_port=$(free_port); api_port=$(free_port)
+  # A step that fails from here on stops what was started, so nothing is left running.
+  trap "echo 'test-cluster: up failed; stopping what it started' >&2; down '$dir'" EXIT
   echo "http://127.0.0.1:$client_port" > "$dir/etcd.url"
   setsid "$BIN/etcd" --name default --data-dir "$dir/etcd" \
     --listen-client-urls "http://127.0.0.1:$client_port" --advertise-client-urls "http://127.0.0.1:$client_port" \
@@ -135,10 +138,10 @@ contexts:
   context: {cluster: kubeedge-test, user: admin, namespace: default}
 EOF
   wait_ready "$dir"
-  local kubeedge; kubeedge=$(kubeedge_cmd)
   "$kubeedge" crds | "$BIN/kubectl" --kubeconfig "$kc" apply -f - >/dev/null
   "$BIN/kubectl" --kubeconfig "$kc" wait --for=condition=Established --timeout=60s \
     crd/devices.devices.kubeedge.io crd/devicemodels.devices.kubeedge.io >/dev/null
+  trap - EXIT
   echo "$kc"
 }
 
