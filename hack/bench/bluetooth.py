@@ -21,8 +21,8 @@ Measured over a window after every device is online:
   most held at once on the 3-slot adapter;
 * CPU of this process (edge + mapper + bleak/Bumble host) and of the air process.
 
-Baseline, in the same run: bleak alone on the same ``hci0`` port (the same Bumble host stack, no
-edge) subscribed to the same notifying peripherals: notifications/s received and send -> callback
+Baseline, in the same run: bleak alone on a port of its own (the same Bumble host stack, no edge)
+subscribed to the same notifying peripherals: notifications/s received and send -> callback
 latency, i.e. what the BLE stack costs before the mapper and the twin. The machines are shared:
 compare the columns of one run.
 """
@@ -64,7 +64,7 @@ async def serve_air(notifying: int, polled: int, hz: float) -> None:
     from kubeedge_mapper_bluetooth.testing import EmulatedAir, EmulatedPeripheral, GattPoint
 
     air = EmulatedAir()
-    ports = {"hci0": await air.open_adapter("hci0"), "hci1": await air.open_adapter("hci1")}
+    ports = {name: await air.open_adapter(name) for name in ("hci0", "hci1", "baseline")}
     peripherals: list[EmulatedPeripheral] = []
     for i in range(notifying + polled):
         notify = i < notifying
@@ -319,7 +319,7 @@ async def main() -> None:
         started = json.loads(await asyncio.wait_for(air.stdout.readline(), 60))
         ports, addresses = started["ports"], started["addresses"]
         air_process = psutil.Process(air.pid)
-        base = await baseline(ports["hci0"], addresses[: args.notifying], args.seconds)
+        base = await baseline(ports["baseline"], addresses[: args.notifying], args.seconds)
         air_cpu0, t0 = air_process.cpu_times(), time.monotonic()
         with tempfile.TemporaryDirectory(prefix="bench-bluetooth-") as tmp:
             edge = await through_the_edge(ports, addresses, args, Path(tmp))

@@ -41,6 +41,9 @@ from kubeedge_mapper_bluetooth.config import (
 
 log = logging.getLogger(__name__)
 
+DISCONNECT_TIMEOUT_S = 2.0
+"""A disconnect that takes longer is left to the controller (the link times out on its own)."""
+
 ATT_ERRORS = {
     0x01: "invalid handle",
     0x02: "read not permitted",
@@ -115,16 +118,16 @@ class BluetoothDriver(Driver[BluetoothConfig, BluetoothVisitor]):
     async def connect(self) -> None:
         settings = self.settings
         assert isinstance(settings, BluetoothSettings)
-        self._adapter = adapters.acquire(self.config.adapter, settings)
+        adapter = self._adapter = adapters.acquire(self.config.adapter, settings)
         self._lost = asyncio.Event()
         if self.advertisement_only:
             await self._locate()
         elif self.stays_connected:
-            await self._adapter.take_slot(self.config.connect_timeout, self.who)
+            await adapter.take_slot(self.config.connect_timeout, self.who)
             try:
                 self._client = await self._open()
             except BaseException:
-                self._adapter.give_slot()
+                adapter.give_slot()
                 raise
             self._holding = True
 
@@ -382,7 +385,7 @@ class _Connection:
 
 async def _disconnect(client: BleakClient) -> None:
     try:
-        await asyncio.wait_for(client.disconnect(), 5)
+        await asyncio.wait_for(client.disconnect(), DISCONNECT_TIMEOUT_S)
     except Exception:  # already gone: nothing to release on the device's side
         log.debug("disconnect failed", exc_info=True)
 
