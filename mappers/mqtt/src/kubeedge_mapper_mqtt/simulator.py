@@ -61,6 +61,7 @@ class SimClient:
         self.handlers: dict[str, Handler] = {}
         self.client: mqtt.Client | None = None
         self.on_connected: Callable[[], None] = lambda: None
+        self._retained: list[mqtt.MQTTMessageInfo] = []
 
     async def connect(self, timeout: float = 10.0) -> None:
         client = mqtt.Client(
@@ -87,22 +88,32 @@ class SimClient:
 
         client.on_connect = on_connect
         client.on_message = on_message
+        # before the network thread starts: on_connect (there) publishes through self.client
+        self.client = client
         client.connect_async(self.host, self.port, keepalive=5)
         client.loop_start()
-        self.client = client
         deadline = time.monotonic() + timeout
         while not connected.is_set():
             if time.monotonic() > deadline:
                 raise RuntimeError(f"{self.client_id} cannot connect to {self.host}:{self.port}")
             await asyncio.sleep(0.01)
+        # what it announced at connecting (retained) is at the broker before start() returns
+        while not all(info.is_published() for info in list(self._retained)):
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{self.client_id}: the broker did not acknowledge its retained messages")
+            await asyncio.sleep(0.01)
+        self._retained.clear()
 
     def handle(self, topic: str, handler: Handler) -> None:
         """Before :meth:`connect`: call ``handler(topic, payload)`` for messages on ``topic``."""
         self.handlers[topic] = handler
 
     def publish(self, topic: str, payload: bytes | str, retain: bool = False, qos: int = 0) -> None:
+        """Retained messages go at QoS 1, so :meth:`connect` can wait until the broker holds them."""
         if self.client is not None:
-            self.client.publish(topic, payload, qos=qos, retain=retain)
+            info = self.client.publish(topic, payload, qos=max(qos, 1) if retain else qos, retain=retain)
+            if retain:
+                self._retained.append(info)
 
     async def drop(self) -> None:
         """Vanish without a DISCONNECT (power lost): the broker publishes the last will."""
@@ -601,8 +612,7 @@ class CustomDevice:
     def publish_all(self) -> None:
         """Everything, as the firmware reports it; a failing point's value is replaced by its
         fault (a document with "error" first, the bare fault text, a core dump for the blob)."""
-        # The firmware re-asserts its availability with each report (retained): a last will of a
-        # previous connection that the broker publishes late cannot leave it marked offline.
+        # The firmware re-asserts its availability (retained) with each report, as some do.
         self.mqtt.publish(f"{self.id}/online", "1", retain=True)
         failing = self.failing
         status: dict[str, Any] = (
