@@ -91,7 +91,8 @@ def discover(
         raise click.ClickException(str(exc)) from None
     found_classes = [c for c in host.collect("kubeedge_register_discoverers") if c.protocol == protocol]
     if not found_classes:
-        raise click.ClickException(f"the {protocol} mapper ({statuses[0].distribution}) has no discovery")
+        status = next(s for s in statuses if s.name == protocol)
+        raise click.ClickException(f"the {protocol} mapper ({status.distribution}) has no discovery")
     discoverer_cls: type[Discoverer[Any]] = found_classes[0]
     try:
         options = discoverer_cls.options_model.model_validate(_options(pairs))
