@@ -31,6 +31,7 @@ from bumble.controller import Controller
 from bumble.core import UUID, AdvertisingData
 from bumble.device import Advertisement, Connection, Device, Peer
 from bumble.gatt import Characteristic
+from bumble.gatt_client import CharacteristicProxy, DescriptorProxy, ServiceProxy
 from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
@@ -74,6 +75,9 @@ class BumbleRadio:
         self.address = address or (static_address(transport) if transport else CENTRAL_ADDRESS)
         self.device: Device | None = None
         self.connect_lock = asyncio.Lock()
+        self.gatt_cache: dict[str, list[CachedService]] = {}
+        """Each device's attribute table as discovered, by address: a device connected again (each
+        poll) is not discovered again, as BlueZ caches it. Dropped when a handle is refused."""
         self._transport: Transport | None = None
         self._lock = asyncio.Lock()
 
@@ -106,6 +110,44 @@ class BumbleRadio:
                 log.debug("powering off %s failed", self.transport_spec, exc_info=True)
             if transport is not None:
                 await transport.close()
+
+
+CachedDescriptor = tuple[int, UUID]
+CachedCharacteristic = tuple[int, int, UUID, int, list[CachedDescriptor]]
+CachedService = tuple[int, int, UUID, list[CachedCharacteristic]]
+
+
+def _snapshot(peer: Peer) -> list[CachedService]:
+    return [
+        (
+            service.handle,
+            service.end_group_handle,
+            service.uuid,
+            [
+                (
+                    char.handle,
+                    char.end_group_handle,
+                    char.uuid,
+                    int(char.properties),
+                    [(d.handle, d.type) for d in char.descriptors],
+                )
+                for char in service.characteristics
+            ],
+        )
+        for service in peer.services
+    ]
+
+
+def _restore(peer: Peer, cached: list[CachedService]) -> None:
+    client = peer.gatt_client
+    for handle, end, uuid, chars in cached:
+        service = ServiceProxy(client, handle, end, uuid)
+        for char_handle, char_end, char_uuid, properties, descriptors in chars:
+            char = CharacteristicProxy(client, char_handle, char_end, char_uuid, properties)
+            char.descriptors = [DescriptorProxy(client, h, kind) for h, kind in descriptors]
+            char.descriptors_discovered = True
+            service.characteristics.append(char)
+        client.services.append(service)
 
 
 def _radio(kwargs: dict[str, Any]) -> BumbleRadio:
@@ -184,6 +226,9 @@ class BumbleScanner(BaseBleakScanner):
                 await device.stop_scanning()
 
 
+INVALID_HANDLE = 0x01
+
+
 def _protocol_error(exc: ATT_Error) -> BleakGATTProtocolError:
     return BleakGATTProtocolError(int(exc.error_code))
 
@@ -229,7 +274,12 @@ class BumbleClient(BaseBleakClient):
         self._peer = peer
         try:
             await asyncio.wait_for(peer.request_mtu(247), self._timeout)
-            await asyncio.wait_for(peer.discover_all(), self._timeout)
+            cached = self._radio.gatt_cache.get(self.address)
+            if cached is not None:
+                _restore(peer, cached)
+            else:
+                await asyncio.wait_for(peer.discover_all(), self._timeout)
+                self._radio.gatt_cache[self.address] = _snapshot(peer)
             if pair:
                 await connection.pair()
         except BaseException:
@@ -282,6 +332,11 @@ class BumbleClient(BaseBleakClient):
     async def unpair(self) -> None:
         raise NotImplementedError("the Bumble backend keeps no bonds to remove")
 
+    def _refused(self, exc: ATT_Error) -> BleakGATTProtocolError:
+        if int(exc.error_code) == INVALID_HANDLE:  # the device's table changed: discover it again
+            self._radio.gatt_cache.pop(self.address, None)
+        return _protocol_error(exc)
+
     def _require(self) -> Peer:
         if self._peer is None:
             raise BleakError(f"{self.address}: not connected")
@@ -293,7 +348,7 @@ class BumbleClient(BaseBleakClient):
         try:
             return bytearray(await self._require().read_value(characteristic.obj))
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
 
     async def read_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, *, use_cached: bool = False, **kwargs: Any
@@ -301,7 +356,7 @@ class BumbleClient(BaseBleakClient):
         try:
             return bytearray(await self._require().read_value(descriptor.handle))
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
 
     async def write_gatt_char(
         self, characteristic: BleakGATTCharacteristic, data: bytes | bytearray | memoryview, response: bool
@@ -309,7 +364,7 @@ class BumbleClient(BaseBleakClient):
         try:
             await self._require().write_value(characteristic.obj, bytes(data), with_response=response)
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
 
     async def write_gatt_descriptor(
         self, descriptor: BleakGATTDescriptor, data: bytes | bytearray | memoryview
@@ -317,7 +372,7 @@ class BumbleClient(BaseBleakClient):
         try:
             await self._require().write_value(descriptor.handle, bytes(data), with_response=True)
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
 
     async def start_notify(
         self, characteristic: BleakGATTCharacteristic, callback: NotifyCallback, **kwargs: Any
@@ -326,10 +381,10 @@ class BumbleClient(BaseBleakClient):
         try:
             await self._require().subscribe(characteristic.obj, deliver, prefer_notify=True)
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
 
     async def stop_notify(self, characteristic: BleakGATTCharacteristic) -> None:
         try:
             await self._require().unsubscribe(characteristic.obj)
         except ATT_Error as exc:
-            raise _protocol_error(exc) from exc
+            raise self._refused(exc) from exc
