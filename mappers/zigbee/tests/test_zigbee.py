@@ -13,6 +13,8 @@ from kubeedge_mapper_zigbee.testing import EmulatedDevice
 from kubeedge_mapper_zigbee.xbee_emulator import XBeeCoordinator
 
 KEY = "lab/{}"
+XBEES: dict[str, list[XBeeCoordinator]] = {}
+"""The emulated XBee coordinators of a test's air (a test unplugs one and plugs in another)."""
 IEEE = "00:0d:6f:00:0a:bc:de:f0"
 
 TEMPERATURE = {"cluster": "temperature", "attribute": "measured_value", "scale": 0.01}
@@ -73,9 +75,12 @@ async def radio(request, tmp_path):
     else:
         xbee = XBeeCoordinator(air)
         await xbee.start()
+        XBEES[air.name] = [xbee]
         settings |= {"radio": "xbee", "path": f"socket://127.0.0.1:{xbee.port}"}
     yield settings, air
     if xbee is not None:
+        await xbee.stop()
+    for xbee in XBEES.pop(air.name, []):
         await xbee.stop()
     testing.AIRS.pop(air.name, None)
 
@@ -199,3 +204,41 @@ async def test_a_device_leaving_goes_offline_and_comes_back_when_it_rejoins(edge
     await handle.wait_state(KEY.format("plug"), "online")
     plug.set(1, 0x0006, 0x0000, 1)  # reporting configured again after the rejoin
     await handle.wait_reported(KEY.format("plug"), "switch", "true")
+
+
+async def unplug(settings: dict, air: testing.Air) -> None:
+    if settings["radio"] == "emulated":
+        air.lose_radio()
+    else:
+        for xbee in XBEES[air.name]:
+            await xbee.stop()
+
+
+async def plug_in(settings: dict, air: testing.Air) -> None:
+    if settings["radio"] == "emulated":
+        air.restore_radio()
+    else:
+        xbee = XBeeCoordinator(air, port=int(settings["path"].rsplit(":", 1)[1]))
+        await xbee.start()
+        XBEES[air.name].append(xbee)
+
+
+async def test_a_lost_radio_takes_every_device_offline_with_the_reason_and_reconnects(edge, radio) -> None:
+    settings, air = radio
+    plug = EmulatedDevice.thermo_plug(IEEE)
+    handle = await zigbee_edge(edge, radio, plug)
+    handle.write_manifest(
+        "plug.yaml",
+        model({"switch": ("BOOLEAN", "ReadWrite"), "temperature": ("FLOAT", "ReadOnly")}),
+        device("plug", IEEE, {"switch": SWITCH, "temperature": TEMPERATURE}),
+    )
+    key = KEY.format("plug")
+    await handle.wait_reported(key, "switch", "false")
+    await unplug(settings, air)
+    await handle.wait_state(key, "offline")
+    reason = handle.twin.devices[key].state_reason or ""
+    assert "radio" in reason, reason
+    await plug_in(settings, air)
+    await handle.wait_state(key, "online")
+    plug.set(1, 0x0006, 0x0000, 1)  # reporting works on the new connection
+    await handle.wait_reported(key, "switch", "true")

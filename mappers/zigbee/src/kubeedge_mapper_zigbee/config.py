@@ -125,6 +125,9 @@ class ZigbeeConfig(_Config):
 
     ieee: str
     """The device's IEEE (EUI-64) address, ``00:0d:6f:00:0a:bc:de:f0``."""
+    sleepy: bool = False
+    """A battery device that sleeps between reports: connecting does not wait for it to answer
+    (it is online while the coordinator knows it; its reported properties come when it wakes)."""
 
     @field_validator("ieee")
     @classmethod

@@ -97,6 +97,20 @@ class ZigbeeDriver(Driver[ZigbeeConfig, ZigbeeVisitor]):
         device = self._coordinator.device(self.config.ieee)
         if not device.is_initialized:
             raise DeviceUnreachable(f"{self.who}: joined, but its interview has not finished")
+        if not self.config.sleepy:
+            await self._probe(device)
+
+    async def _probe(self, device: Any) -> None:
+        """Ask the device something (Basic's ZCL version): a device that left or is out of range
+        stays offline instead of going online until its first read fails."""
+        for endpoint_id, endpoint in device.endpoints.items():
+            basic = getattr(endpoint, "in_clusters", {}).get(0x0000) if endpoint_id else None
+            if basic is not None:
+                try:
+                    await self._request("a ZCL version read", basic.read_attributes(["zcl_version"]))
+                except zigpy.exceptions.ZigbeeException as exc:  # it answered, with an error
+                    log.debug("%s: probe answered with %s", self.who, exc)
+                return
 
     async def close(self) -> None:
         coordinator, self._coordinator = self._coordinator, None
