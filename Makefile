@@ -7,7 +7,7 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 # Every distribution of this repository, installed editable side by side.
-DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus -e mappers/mqtt -e mappers/bacnet -e mappers/bluetooth -e cloud
+DISTRIBUTIONS := -e core -e mappers/virtual -e mappers/modbus -e mappers/mqtt -e mappers/bacnet -e mappers/bluetooth -e 'mappers/zigbee[xbee]' -e cloud
 STAMP := $(VENV)/.installed
 
 .PHONY: demo test lint install system-deps test-cluster bench clean

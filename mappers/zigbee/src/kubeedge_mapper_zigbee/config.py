@@ -9,6 +9,7 @@ field named, not found at the first read.
 
 from __future__ import annotations
 
+import os
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -111,9 +112,9 @@ class ZigbeeSettings(_Config):
     def database_path(self) -> Path:
         if self.database is not None:
             return self.database
-        from kubeedge.config import default_data_dir  # the same default the edge uses
-
-        return default_data_dir() / "zigbee.db"
+        # the edge's default data folder (as kubeedge.config has it; mappers do not import that)
+        base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+        return Path(base) / "kubeedge" / "zigbee.db"
 
     def key(self) -> tuple[str, str]:
         """What identifies the coordinator: its radio and where it is attached."""
