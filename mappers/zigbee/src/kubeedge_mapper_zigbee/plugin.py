@@ -11,3 +11,10 @@ def kubeedge_register_drivers() -> list[type[Any]]:
     from kubeedge_mapper_zigbee.driver import ZigbeeDriver
 
     return [ZigbeeDriver]
+
+
+@hookimpl
+def kubeedge_register_discoverers() -> list[type[Any]]:
+    from kubeedge_mapper_zigbee.discovery import ZigbeeDiscoverer
+
+    return [ZigbeeDiscoverer]
