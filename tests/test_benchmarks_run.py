@@ -118,3 +118,16 @@ def test_bluetooth_benchmark_runs() -> None:
     assert "bleak alone (baseline)" in result.stdout
     assert result.stdout.strip().splitlines()[-1].startswith("headline: ")
     assert "values/s into the twin" in result.stdout
+
+
+def test_zigbee_benchmark_runs() -> None:
+    result = subprocess.run(
+        [sys.executable, str(REPO / "hack" / "bench" / "zigbee.py"), "--quick"],
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert result.returncode == 0, (result.stdout + result.stderr)[-3000:]
+    assert "reports -> twin" in result.stdout
+    assert result.stdout.strip().splitlines()[-1].startswith("headline: ")
+    assert "reports/s into the twin" in result.stdout
