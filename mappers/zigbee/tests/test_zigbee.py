@@ -242,3 +242,30 @@ async def test_a_lost_radio_takes_every_device_offline_with_the_reason_and_recon
     await handle.wait_state(key, "online")
     plug.set(1, 0x0006, 0x0000, 1)  # reporting works on the new connection
     await handle.wait_reported(key, "switch", "true")
+
+
+async def test_a_device_that_does_not_answer_holds_up_no_other(edge, radio) -> None:
+    settings, air = radio
+    sleepy = EmulatedDevice.thermo_plug(IEEE)
+    awake = EmulatedDevice.thermo_plug("00:0d:6f:00:0a:bc:de:02", nwk=0x2222)
+    await testing.pair(settings, sleepy, awake, air_name=air.name)
+    # a long request timeout: were the awake device's reads queued behind the sleepy one's, its
+    # value would not arrive within the wait below
+    handle = await edge(mappers={"zigbee": {**settings, "requestTimeout": 60, "readTimeout": 120}})
+    properties = {"temperature": ("FLOAT", "ReadOnly")}
+    handle.write_manifest(
+        "plugs.yaml",
+        model(properties),
+        device("sleepy", sleepy.ieee, {"temperature": TEMPERATURE}),
+        device("awake", awake.ieee, {"temperature": TEMPERATURE}),
+    )
+    await handle.wait_reported(KEY.format("sleepy"), "temperature", "21.5")
+    await handle.wait_reported(KEY.format("awake"), "temperature", "21.5")
+    sleepy.asleep = True
+    await wait_for(lambda: "dropped while asleep" in sleepy.requests, 10, what="a request left unanswered")
+    for value in (2200, 2300, 2400):  # several polls of the awake device while the other's read hangs
+        awake.set(1, 0x0402, 0x0000, value)
+        await handle.wait_reported(
+            KEY.format("awake"), "temperature", str(value / 100).rstrip("0").rstrip(".")
+        )
+    assert sleepy.requests.count("dropped while asleep") == 1  # still waiting for that one answer

@@ -86,6 +86,9 @@ class EmulatedDevice:
     requests: list[str] = field(default_factory=list)
     send: Callable[[EmulatedDevice, Frame], None] | None = None
     """How frames leave the device (set by the air it is on)."""
+    asleep: bool = False
+    """A sleepy device between wake-ups: frames reach it (its parent takes them) but it answers
+    nothing."""
     _tsn: int = 0x40
 
     @classmethod
@@ -142,6 +145,9 @@ class EmulatedDevice:
     def handle(
         self, src_ep: int, dst_ep: int, profile: int, cluster: int, data: bytes, broadcast: bool
     ) -> None:
+        if self.asleep:
+            self.requests.append("dropped while asleep")
+            return
         if dst_ep == 0 and profile == 0:
             self._zdo(cluster, data, broadcast)
         else:
