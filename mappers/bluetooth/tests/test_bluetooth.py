@@ -14,6 +14,8 @@ from kubeedge_mapper_bluetooth.testing import (
     THERMOMETER_POINTS,
     AdvertisingSensor,
     EmulatedAir,
+    EmulatedPeripheral,
+    GattPoint,
     Thermometer,
 )
 
@@ -290,3 +292,35 @@ async def test_the_v1alpha2_data_converter_and_data_write(edge, air) -> None:
     await client.set_desired(KEY.format("tag"), "led", "ON")
     await wait_for(lambda: thermo.points[LED].writes == [b"\x01"], 10, what="ON written as [1]")
     await handle.wait_reported(KEY.format("tag"), "led", "ON")
+
+
+async def test_a_device_back_with_another_attribute_table_is_discovered_again(edge, air) -> None:
+    """Polls reuse the attribute table found at the first connection; a device that went away may
+    come back with new firmware, its handles moved: the table is discovered again."""
+    thermo, other = await thermometers(air, 2)
+    handle = await bluetooth_edge(edge, air)
+    handle.write_manifest(
+        "thermo.yaml",
+        THERMO_MODEL,
+        device("fridge", "thermo", {"macAddress": thermo.address, "connectTimeout": 1}, {"battery": BATTERY}),
+        # keeps the adapter (and what it remembers) open while the fridge is away
+        device("other", "thermo", {"macAddress": other.address}, {"battery": BATTERY}),
+    )
+    await handle.wait_reported(KEY.format("fridge"), "battery", "87")
+    await thermo.stop()
+    await handle.wait_state(KEY.format("fridge"), "offline")
+    # new firmware: where the battery level was, another characteristic (read there, it says 99)
+    updated = EmulatedPeripheral(
+        thermo.name,
+        thermo.address,
+        [
+            GattPoint("2a6e", b"\x00\x00", notify=True),
+            GattPoint("2a1a", bytes([99]), service="180f"),
+            GattPoint(THRESHOLD, b"\x00\x00", writable=True),
+            GattPoint(LED, b"\x00", write_without_response=True),
+            GattPoint("2a19", bytes([42]), service="ffe0"),
+        ],
+    )
+    await updated.start(air)
+    await handle.wait_reported(KEY.format("fridge"), "battery", "42")
+    assert handle.error(KEY.format("fridge"), "battery") == ""

@@ -155,10 +155,18 @@ class Adapter:
         finally:
             stop()
 
+    def not_heard(self, address: str) -> None:
+        """Drop the last advertisement of ``address``: after a disconnection a device advertises
+        again only after a while, and a connection attempt before that is lost (it holds the
+        adapter's initiator until it times out). The next :meth:`find` waits for a new one."""
+        self.seen.pop(address.upper(), None)
+
     def forget(self, address: str) -> None:
         """Drop what was heard from ``address`` (it went away): the next :meth:`find` waits for
         a new advertisement instead of trying to connect to a device that is not there."""
         self.seen.pop(address.upper(), None)
+        if self.radio is not None:  # and its attribute table: it may come back with another
+            self.radio.gatt_cache.pop(address.upper(), None)
 
     async def close(self) -> None:
         scanner, self._scanner = self._scanner, None

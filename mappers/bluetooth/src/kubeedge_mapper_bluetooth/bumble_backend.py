@@ -77,7 +77,8 @@ class BumbleRadio:
         self.connect_lock = asyncio.Lock()
         self.gatt_cache: dict[str, list[CachedService]] = {}
         """Each device's attribute table as discovered, by address: a device connected again (each
-        poll) is not discovered again, as BlueZ caches it. Dropped when a handle is refused."""
+        poll) is not discovered again, as BlueZ caches it. Dropped when the device drops the link
+        or refuses a handle."""
         self._transport: Transport | None = None
         self._lock = asyncio.Lock()
 
@@ -277,7 +278,9 @@ class BumbleClient(BaseBleakClient):
             cached = self._radio.gatt_cache.get(self.address)
             if cached is not None:
                 _restore(peer, cached)
+                log.debug("%s: attribute table from the cache", self.address)
             else:
+                log.debug("%s: discovering the attribute table", self.address)
                 await asyncio.wait_for(peer.discover_all(), self._timeout)
                 self._radio.gatt_cache[self.address] = _snapshot(peer)
             if pair:
@@ -289,8 +292,11 @@ class BumbleClient(BaseBleakClient):
 
     def _on_disconnection(self, _reason: int) -> None:
         was_connected, self._peer = self._peer is not None, None
-        if was_connected and self._disconnected_callback is not None:
-            self._disconnected_callback()
+        if was_connected:
+            # the device dropped the link (a restart, maybe new firmware): discover it again
+            self._radio.gatt_cache.pop(self.address, None)
+            if self._disconnected_callback is not None:
+                self._disconnected_callback()
 
     def _services(self, peer: Peer) -> BleakGATTServiceCollection:
         collection = BleakGATTServiceCollection()

@@ -380,6 +380,7 @@ class _Connection:
         try:
             await _disconnect(client)
         finally:
+            adapter.not_heard(client.address)
             adapter.give_slot()
 
 

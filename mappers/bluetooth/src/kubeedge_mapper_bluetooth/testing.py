@@ -38,8 +38,7 @@ from bumble.gatt import Characteristic, CharacteristicValue, Service
 from bumble.hci import Address
 from bumble.host import Host
 from bumble.link import LocalLink
-from bumble.transport.common import AsyncPipeSink, Transport
-from bumble.transport.tcp_server import open_tcp_server_transport_with_socket
+from bumble.transport.common import AsyncPipeSink, StreamPacketSink, StreamPacketSource
 
 from kubeedge_mapper_bluetooth.bumble_backend import BumbleClient, BumbleRadio, BumbleScanner
 
@@ -79,22 +78,18 @@ class EmulatedAir:
         self.peak_connections = 0
         """The most connections open at once, counted at the peripherals."""
         self.connections_made = 0
-        self._transports: list[Transport] = []
-        self._controllers: list[Controller] = []
+        self._servers: list[asyncio.Server] = []
+        self._ports: set[_HciPort] = set()
+        self._tasks: set[asyncio.Future[None]] = set()
 
     async def open_adapter(self, name: str = "hci0") -> str:
-        """A virtual controller on the air, served as an HCI port; its transport spec."""
-        # IPPROTO_TCP named: asyncio sets TCP_NODELAY only on sockets that say so, and without it
-        # each HCI packet after another waits ~40 ms for a delayed ACK (Nagle)
-        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM, socket.IPPROTO_TCP)
-        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-        transport = await open_tcp_server_transport_with_socket(sock)
-        controller = Controller(name, host_source=transport.source, host_sink=transport.sink, link=self.link)
-        self._transports.append(transport)
-        self._controllers.append(controller)
+        """An HCI port on the air (loopback TCP); its transport spec. Each host that connects gets
+        a fresh virtual controller, as a dongle plugged in again starts from reset."""
+        server = await asyncio.get_running_loop().create_server(
+            lambda: _HciPort(self, name), "127.0.0.1", 0, family=socket.AF_INET
+        )
+        self._servers.append(server)
+        port = server.sockets[0].getsockname()[1]
         return f"tcp-client:127.0.0.1:{port}"
 
     def connected(self) -> int:
@@ -106,9 +101,62 @@ class EmulatedAir:
     async def close(self) -> None:
         for peripheral in list(self.peripherals):
             await peripheral.stop()
-        for transport in self._transports:
-            await transport.close()
-        self._transports.clear()
+        for server in self._servers:
+            server.close()
+        for port in list(self._ports):
+            port.close()
+        for server in self._servers:
+            await server.wait_closed()
+        self._servers.clear()
+
+
+class _HciPort(asyncio.Protocol):
+    """One host on an adapter port: H4 packets over TCP to and from its own virtual controller."""
+
+    def __init__(self, air: EmulatedAir, name: str) -> None:
+        self.air = air
+        self.name = name
+        self.controller: Controller | None = None
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+        sock = transport.get_extra_info("socket")
+        # without it each HCI packet after another waits ~40 ms for a delayed ACK (Nagle)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.source = StreamPacketSource()
+        self.controller = Controller(
+            self.name, host_source=self.source, host_sink=StreamPacketSink(transport), link=self.air.link
+        )
+        self.air._ports.add(self)
+
+    def data_received(self, data: bytes) -> None:
+        self.source.data_received(data)
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.air._ports.discard(self)
+        controller, self.controller = self.controller, None
+        if controller is None:
+            return
+        # the host is gone, and its links with it: the peripherals see a disconnection
+        peers = {str(address).split("/")[0] for address in controller.le_connections}
+        self.air.link.remove_controller(controller)
+        for peripheral in self.air.peripherals:
+            if peripheral.address in peers:
+                for connection in list(peripheral.connections):
+                    task = asyncio.ensure_future(_quietly(connection.disconnect()))
+                    self.air._tasks.add(task)
+                    task.add_done_callback(self.air._tasks.discard)
+
+    def close(self) -> None:
+        if self.transport is not None:
+            self.transport.close()
+
+
+async def _quietly(step: Any) -> None:
+    with contextlib.suppress(Exception):
+        await asyncio.wait_for(step, 2)
 
 
 @dataclass
