@@ -324,3 +324,20 @@ async def test_a_device_back_with_another_attribute_table_is_discovered_again(ed
     await updated.start(air)
     await handle.wait_reported(KEY.format("fridge"), "battery", "42")
     assert handle.error(KEY.format("fridge"), "battery") == ""
+
+
+async def test_the_native_backend_without_bluez_says_so(edge) -> None:
+    """bleak's platform backend, as in production: here (no kernel Bluetooth, no D-Bus) the device
+    is offline with the reason, and the edge goes on."""
+    handle = await edge(mappers={"bluetooth": {"readTimeout": 3, "maxBackoff": 0.5}})
+    handle.write_manifest(
+        "thermo.yaml",
+        THERMO_MODEL,
+        device(
+            "fridge", "thermo", {"macAddress": "A4:C1:38:5E:21:07", "connectTimeout": 1}, {"battery": BATTERY}
+        ),
+    )
+    await handle.wait_state(KEY.format("fridge"), "offline")
+    reason = handle.twin.devices[KEY.format("fridge")].state_reason or ""
+    # on a machine with BlueZ, the device is simply not there
+    assert "no D-Bus system bus, so no BlueZ" in reason or "not advertising" in reason, reason

@@ -30,6 +30,10 @@ from kubeedge_mapper_bluetooth.config import BluetoothSettings
 log = logging.getLogger(__name__)
 
 Listener = Callable[[BLEDevice, AdvertisementData], None]
+NO_BLUEZ = (
+    "no D-Bus system bus, so no BlueZ: run bluetoothd (and dbus), or use backend: bumble"
+    " with the adapter's HCI transport"
+)
 RECENT_S = 5.0
 """An advertisement this recent shows a device is there (else :meth:`Adapter.find` waits for one)."""
 
@@ -122,6 +126,9 @@ class Adapter:
                 )
                 try:
                     await scanner.start()
+                except FileNotFoundError as exc:  # bleak on Linux: no D-Bus system bus socket
+                    self._listeners.discard(listener)
+                    raise DeviceUnreachable(f"adapter {self.name}: {NO_BLUEZ} ({exc})") from exc
                 except BaseException:
                     self._listeners.discard(listener)
                     raise

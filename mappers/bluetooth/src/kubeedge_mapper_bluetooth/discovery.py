@@ -131,7 +131,12 @@ class BluetoothDiscoverer(Discoverer[BluetoothDiscoveryOptions]):
             scanner = BleakScanner(on_advertisement, backend=scanner_backend, **backend_kwargs)
             try:
                 await scanner.start()
-            except (BleakError, FileNotFoundError) as exc:
+            except FileNotFoundError as exc:
+                raise KubeEdgeError(
+                    f"cannot scan on adapter {options.adapter}: no D-Bus system bus, so no BlueZ ({exc});"
+                    " run bluetoothd, or give -O backend=bumble -O transport=usb:0"
+                ) from exc
+            except BleakError as exc:
                 raise KubeEdgeError(f"cannot scan on adapter {options.adapter}: {exc}") from exc
             await asyncio.sleep(seconds)  # listening is the point: advertisements come at their own pace
             await scanner.stop()
