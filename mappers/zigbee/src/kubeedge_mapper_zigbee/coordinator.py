@@ -78,6 +78,7 @@ class Coordinator:
         self.lost = asyncio.Event()
         """Set when the radio is lost: every device using it goes offline."""
         self.lost_reason = ""
+        self.closing: asyncio.Future[None] | None = None
         self.left: dict[str, asyncio.Event] = {}
         """IEEE -> set when that device leaves the network."""
         app.add_listener(self)
@@ -88,6 +89,10 @@ class Coordinator:
         log.warning("zigbee coordinator %s: %s", self.settings.path, self.lost_reason)
         self.lost.set()
         _forget(self)
+        # shut the lost application down now (its database too), not when its last device lets
+        # go: the next start opens the same database and port
+        self.closing = asyncio.ensure_future(self.close())
+        _closing()[self.settings.key()] = self.closing
 
     def device_left(self, device: zigpy.device.Device) -> None:
         event = self.left.get(str(device.ieee))
@@ -118,11 +123,18 @@ class Coordinator:
 _coordinators: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, Coordinator]] = (
     weakref.WeakKeyDictionary()
 )
+_closings: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, dict[Any, asyncio.Future[None]]] = (
+    weakref.WeakKeyDictionary()
+)
 _starting: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = weakref.WeakKeyDictionary()
 
 
 def _known() -> dict[Any, Coordinator]:
     return _coordinators.setdefault(asyncio.get_running_loop(), {})
+
+
+def _closing() -> dict[Any, asyncio.Future[None]]:
+    return _closings.setdefault(asyncio.get_running_loop(), {})
 
 
 def _forget(coordinator: Coordinator) -> None:
@@ -156,6 +168,9 @@ async def acquire(settings: ZigbeeSettings) -> Coordinator:
     async with lock:  # one start at a time: the radio is opened once
         known = _known()
         coordinator = known.get(settings.key())
+        closing = _closing().pop(settings.key(), None)
+        if closing is not None:  # a lost application still shutting down
+            await asyncio.shield(closing)
         if coordinator is None:
             coordinator = known[settings.key()] = Coordinator(settings, await start(settings))
         coordinator.users += 1
@@ -166,4 +181,5 @@ async def release(coordinator: Coordinator) -> None:
     coordinator.users -= 1
     if coordinator.users <= 0:
         _forget(coordinator)
-        await coordinator.close()
+        if coordinator.closing is None:
+            await coordinator.close()
