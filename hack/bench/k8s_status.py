@@ -37,6 +37,7 @@ import os
 import random
 import re
 import shutil
+import signal
 import statistics
 import subprocess
 import sys
@@ -342,6 +343,11 @@ def trip(seconds: float) -> str:
 
 
 async def main() -> None:
+    # `timeout` or a supervisor stops us with SIGTERM: cancel, so the finally blocks stop the
+    # cloud, the edge and the cluster (they were left running).
+    task = asyncio.current_task()
+    assert task is not None
+    asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--devices", type=int, default=1000)
     parser.add_argument("--props", type=int, default=10)
