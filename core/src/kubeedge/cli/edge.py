@@ -181,7 +181,8 @@ def edge_status(config_path: Path | None, output: str) -> None:
         if cloud is not None:
             _print_cloud_link(cloud)
         elif config.cloud is not None:
-            console.print(f"  cloud     {escape(config.cloud.url)}: [yellow]no link status from the edge[/]")
+            hubs = escape(", ".join(config.cloud.hubs))
+            console.print(f"  cloud     {hubs}: [yellow]no link status from the edge[/]")
     if status.state != "online" or status.problems:
         sys.exit(1)
 
@@ -233,7 +234,7 @@ def _print_started(core: Any) -> None:
     if config.manifests:
         console.print(f"  manifests {config.manifests} ({len(ctx.registry)} device(s))")
     if config.cloud is not None:
-        console.print(f"  cloud     {config.cloud.url} ({len(ctx.registry)} device(s) known)")
+        console.print(f"  cloud     {', '.join(config.cloud.hubs)} ({len(ctx.registry)} device(s) known)")
     console.print(f"  modules   {', '.join(m.name for m in core.modules)}")
     console.print(f"  mappers   {', '.join(config.enabled_mappers()) or 'none in process'}")
 

@@ -234,9 +234,7 @@ class EdgeHub(EdgeModule):
             except WireError as exc:
                 log.warning("edgehub: stored object %s cannot be read, skipped: %s", item.resource, exc)
         if self.objects:
-            log.info(
-                "edgehub: %d object(s) from the last connection to %s", len(self.objects), self.cloud.url
-            )
+            log.info("edgehub: %d object(s) from the last connection to %s", len(self.objects), self.hub)
         self._update_registry()
         self.context.registry.add_listener(self)
         twin = self.context.modules.get("twin")
@@ -529,7 +527,7 @@ class EdgeHub(EdgeModule):
         self._cloud_priority = content.get("priority") is True
         log.info(
             "edgehub: in sync with %s (%s change(s) received; %d object(s) held)",
-            self.cloud.url,
+            self.hub,
             sent,
             len(self.objects),
         )
