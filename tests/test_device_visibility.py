@@ -469,6 +469,11 @@ async def test_a_mapper_killed_with_sigkill_is_noticed_through_its_will(edge, tm
     assert entry["state"] == "unknown", entry
     assert "went away at" in entry["attributes"]["stateReason"]["value"], entry
     assert "its bus connection dropped without a goodbye" in entry["attributes"]["stateReason"]["value"]
+    # a desired value set meanwhile says why it does not land
+    code, out = await kubeedge(
+        "twin", "set", "-c", str(config), "default/one", "label", "bye", "--timeout", "1"
+    )
+    assert code != 0 and "the device is unknown: its mapper (virtual) went away at" in out, out
     # stored too, so what reports state upstream (the cloud's Device status) says unknown as well
     stored = handle.twin.devices["default/one"]
     assert stored.state == "unknown" and "went away at" in (stored.state_reason or ""), stored

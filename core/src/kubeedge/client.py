@@ -115,9 +115,20 @@ class EdgeClient:
                     504,
                     f"{key} {prop} did not report {value!r} within {timeout:g}s ({now}"
                     + (f"; {error}" if error else "")
+                    + await self._why_not_served(key)
                     + "); the edge keeps re-sending it with back-off",
                 )
             await asyncio.sleep(0.1)
+
+    async def _why_not_served(self, key: str) -> str:
+        """``; the device is STATE: REASON`` when it is not online (no mapper, offline), else ""."""
+        namespace, name = split_key(key)
+        for entry in await self.devices():
+            if entry.get("id") != f"{namespace}/{name}" or entry.get("state") in ("online", "ok", None):
+                continue
+            reason = ((entry.get("attributes") or {}).get("stateReason") or {}).get("value")
+            return f"; the device is {entry['state']}" + (f": {reason}" if reason else "")
+        return ""
 
 
 def split_key(key: str, default_namespace: str = "default") -> tuple[str, str]:
